@@ -1,0 +1,307 @@
+package iocp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrClosed is returned by every call on a closed port: Post, Port.Get,
+// Worker.Get and Worker.GetBatch. Post also returns it once Shutdown has
+// begun. Worker calls return it after Worker.Close as well.
+var ErrClosed = errors.New("iocp: port closed")
+
+// ErrQueueFull is returned by Post on a port made with WithQueueLimit whose
+// queue holds that many packets. The packet was not queued.
+var ErrQueueFull = errors.New("iocp: queue full")
+
+// A Packet is one completion: what GetQueuedCompletionStatus returns.
+// A Packet is a plain value; copying it copies the completion.
+type Packet struct {
+	Key        any         // the completion key: the handle's key, or what Post was given
+	Bytes      int         // bytes transferred
+	Overlapped *Overlapped // the operation this packet completes; may be nil for posted packets
+	Err        error       // the operation's status; nil is success
+}
+
+// An Overlapped identifies one operation and carries its caller's state
+// from the start of the operation to the worker that dequeues its
+// completion (SPEC S47). The operations that take an *Overlapped come with
+// associated sources; a posted packet may carry any *Overlapped, or none.
+//
+// The zero value is ready to use. An Overlapped must not be copied while an
+// operation on it is pending.
+type Overlapped struct {
+	// Value is the caller's per-operation state. The library never reads
+	// or writes it.
+	Value any
+}
+
+// Stats is a snapshot of a port's counters. Under concurrent use each
+// field is exact at the moment it was read, but the fields are read one
+// after another.
+type Stats struct {
+	Concurrency int // the effective concurrency value
+	Running     int // workers counted as runnable; may exceed Concurrency for a while (S30)
+	Blocked     int // workers between Block and Unblock
+	Waiting     int // calls parked in Get or GetBatch
+	Queued      int // packets in the queue
+	// Wakeups counts waiters released with a packet since the port was
+	// made: each one is a parked goroutine woken, or one caught just before
+	// it parked. A worker that takes a queued packet without waiting is
+	// not counted.
+	Wakeups uint64
+	// Discarded counts the packets that Close dropped from the queue.
+	Discarded uint64
+}
+
+// An Option configures a port made by NewPort.
+type Option func(*config) error
+
+type config struct {
+	queueLimit int
+}
+
+// maxQueueLimit bounds WithQueueLimit: a bounded queue is allocated whole
+// when the port is made, 56 bytes a packet.
+const maxQueueLimit = 1 << 24
+
+// WithQueueLimit bounds the port's queue to n packets, 1 <= n <= 1<<24;
+// a Post that finds n packets queued returns ErrQueueFull and queues
+// nothing. The queue's memory is allocated when the port is made. Without
+// this option the queue grows as needed and Post never blocks.
+func WithQueueLimit(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > maxQueueLimit {
+			return fmt.Errorf("iocp: queue limit %d out of range [1, %d]", n, maxQueueLimit)
+		}
+		c.queueLimit = n
+		return nil
+	}
+}
+
+// A Port is a completion port: a FIFO queue of packets, the workers that
+// take them, and a concurrency value that bounds how many of those workers
+// run at once. See the package documentation for the model.
+//
+// A Port must be made with NewPort and must not be copied. All its methods
+// are safe for concurrent use.
+type Port struct {
+	// gate holds R, W and the draining and closed bits: see limiter.go.
+	gate atomic.Uint64
+	_    [cacheLine - 8]byte
+
+	q queue // lock-free; see ring.go
+
+	concurrency int // read-only after NewPort
+
+	// mu guards the waiter stack (top and the Worker links) and the
+	// changes to W in gate, and serializes releases so that they follow
+	// the stack's order exactly. Post and Get do not take it while a
+	// packet or a slot is at hand.
+	mu  sync.Mutex
+	top *Worker // most recent waiter; guarded by mu
+
+	blocked   atomic.Int64  // workers between Block and Unblock, for Stats
+	wakeups   atomic.Uint64 // waiters released, for Stats
+	discarded atomic.Uint64 // packets dropped by Close, for Stats
+
+	done     chan struct{} // closed by Close
+	drained  chan struct{} // closed when a draining port's queue is found empty
+	drainMu  sync.Once     // closes drained once
+	oneShots sync.Pool     // *Worker for Port.Get
+}
+
+// NewPort makes a port whose concurrency value is concurrency, or
+// runtime.GOMAXPROCS(0) if concurrency is 0. The value is fixed for the
+// port's life. A negative concurrency, or an invalid option, returns an
+// error and no port.
+func NewPort(concurrency int, opts ...Option) (*Port, error) {
+	if concurrency < 0 || concurrency > maxConcurrency {
+		return nil, fmt.Errorf("iocp: concurrency %d out of range [0, %d]", concurrency, maxConcurrency)
+	}
+	if concurrency == 0 {
+		concurrency = runtime.GOMAXPROCS(0)
+	}
+	var c config
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, errors.New("iocp: nil Option")
+		}
+		if err := opt(&c); err != nil {
+			return nil, err
+		}
+	}
+	p := &Port{
+		concurrency: concurrency,
+		done:        make(chan struct{}),
+		drained:     make(chan struct{}),
+	}
+	p.q.init(c.queueLimit)
+	p.oneShots.New = func() any { return p.NewWorker() }
+	return p, nil
+}
+
+// Concurrency returns the port's concurrency value.
+func (p *Port) Concurrency() int { return p.concurrency }
+
+// Post queues pkt, unchanged, at the tail of the port's queue; the port
+// then releases the most recent waiter with the oldest packet if fewer
+// than Concurrency workers run. Post never blocks; on a port made with
+// WithQueueLimit it returns ErrQueueFull when the queue is full. After Close
+// or Shutdown it returns ErrClosed. Post is PostQueuedCompletionStatus.
+//
+// Memory model: a Post that returns nil is synchronized before the Get,
+// TryGet or GetBatch that returns its packet (https://go.dev/ref/mem).
+func (p *Port) Post(pkt Packet) error {
+	g := p.gate.Load()
+	if g&(closedBit|drainingBit) != 0 {
+		return ErrClosed
+	}
+	// A waiter can run and nothing is queued ahead: hand the packet over
+	// without going through the ring.
+	if p.canRelease(g) && p.handOff(&pkt) {
+		return nil
+	}
+	if !p.q.push(&pkt) {
+		return fmt.Errorf("%w: %d packets", ErrQueueFull, p.q.limit)
+	}
+	// This load must come after the push: a waiter that registered before
+	// it is seen here, one that registers after it sees the packet (see
+	// limiter.go).
+	g = p.gate.Load()
+	if p.canRelease(g) {
+		p.release()
+	} else if g&closedBit != 0 {
+		// Close ran between our first check and the push, and may have
+		// emptied the queue before the push: the packet was posted before
+		// the close and is discarded by it, counted like the rest.
+		p.discardQueued()
+	}
+	return nil
+}
+
+// Get takes one packet as a worker that exists for this call only: it
+// waits until a packet is queued and a slot is free, takes the packet, and
+// is not counted as running once it returns (SPEC S35). A loop over
+// Port.Get is therefore not bounded by the concurrency value: the work done
+// with the packet runs outside the count. Use a Worker for that.
+//
+// Get returns ctx.Err() if ctx ends first, and ErrClosed if the port is
+// closed.
+func (p *Port) Get(ctx context.Context) (Packet, error) {
+	w := p.oneShots.Get().(*Worker)
+	pkt, err := w.Get(ctx)
+	// Not counted after return: give the slot back (which may release a
+	// waiter), and make the worker new again for the next call.
+	w.Close()
+	if err != ErrClosed {
+		w.state.Store(stateNew)
+		p.oneShots.Put(w)
+	}
+	return pkt, err
+}
+
+// NewWorker returns a worker of the port: the counterpart of a thread that
+// calls GetQueuedCompletionStatus on it. A Worker belongs to one goroutine
+// at a time. It is not counted as running until its first Get returns.
+// Workers made after Close return ErrClosed from Get.
+func (p *Port) NewWorker() *Worker {
+	return &Worker{p: p, wake: make(chan struct{}, 1)}
+}
+
+// Stats returns a snapshot of the port's counters.
+func (p *Port) Stats() Stats {
+	g := p.gate.Load()
+	return Stats{
+		Concurrency: p.concurrency,
+		Running:     running(g),
+		Blocked:     int(p.blocked.Load()),
+		Waiting:     waiters(g),
+		Queued:      p.q.len(),
+		Wakeups:     p.wakeups.Load(),
+		Discarded:   p.discarded.Load(),
+	}
+}
+
+// Close closes the port: every call parked in Get or GetBatch returns
+// ErrClosed, the queued packets are discarded (Stats.Discarded counts them,
+// as CloseHandle discards them on Windows), and later calls return
+// ErrClosed. Close returns nil, at once and every time; it does not wait for
+// workers that are running to call Get again.
+//
+// Memory model: Close is synchronized before every call that returns
+// ErrClosed because of it.
+func (p *Port) Close() error {
+	p.mu.Lock()
+	g := p.gate.Load()
+	if g&closedBit != 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	for !p.gate.CompareAndSwap(g, (g|closedBit)&^waiterMask) {
+		g = p.gate.Load()
+	}
+	for w := p.top; w != nil; {
+		next := w.down
+		w.up, w.down = nil, nil
+		w.signal(resultClosed)
+		w = next
+	}
+	p.top = nil
+	close(p.done)
+	p.mu.Unlock()
+	p.discardQueued()
+	return nil
+}
+
+// discardQueued empties the queue of a closed port, counting the packets.
+func (p *Port) discardQueued() {
+	var buf [64]Packet
+	for {
+		n := p.q.popN(buf[:])
+		if n == 0 {
+			return
+		}
+		clear(buf[:n])
+		p.discarded.Add(uint64(n))
+	}
+}
+
+// Shutdown closes the port gracefully: it refuses new Posts at once
+// (they return ErrClosed), lets the workers drain the queue, and closes
+// the port once the queue is empty. If ctx ends first, Shutdown returns
+// ctx.Err() and leaves the port draining, with nothing dropped: workers go
+// on taking packets, Shutdown may be called again, and Close discards what
+// is left and counts it. Shutdown returns nil if the port is closed,
+// whether by it or by Close.
+func (p *Port) Shutdown(ctx context.Context) error {
+	if p.gate.Or(drainingBit)&closedBit != 0 {
+		return nil
+	}
+	// After setting the bit: a Get that empties the queue after this check
+	// sees the bit and closes drained (see noteDrained).
+	if p.q.empty() {
+		return p.Close()
+	}
+	select {
+	case <-p.drained:
+		return p.Close()
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// noteDrained is called after every successful pop: if Shutdown is
+// waiting and the queue is now empty, it wakes Shutdown. The gate load
+// comes after the pop, which pairs with Shutdown's bit-then-check.
+func (p *Port) noteDrained() {
+	if p.gate.Load()&drainingBit != 0 && p.q.empty() {
+		p.drainMu.Do(func() { close(p.drained) })
+	}
+}

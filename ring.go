@@ -1,0 +1,314 @@
+package iocp
+
+import (
+	"runtime"
+	"sync/atomic"
+)
+
+// The packet queue: a lock-free multi-producer multi-consumer FIFO.
+//
+// Algorithm. Each segment is a bounded ring in the style of Dmitry Vyukov's
+// bounded MPMC queue: every slot carries a sequence number that says which
+// lap of the ring it is ready for, so producers and consumers agree on a slot
+// with one compare-and-swap on their own index and never take a lock. The
+// queue is a linked list of such segments (as in LCRQ, Morrison and Afek,
+// PPoPP 2013): when a segment's ring is full, a producer seals it and links a
+// new one. A segment is never reused once it is sealed, and none is recycled
+// through sync.Pool, so a pointer to a segment can never come to mean
+// another segment (no ABA); the garbage collector frees a drained segment
+// once nobody holds it. While the queue holds fewer packets than its newest
+// segment has slots, Post and Get go round that one ring and allocate nothing.
+//
+// Segment sizes double from minSegment up to maxSegment, so that a standing
+// backlog larger than a segment settles into one ring that it fits in,
+// instead of allocating a new segment every len(slots) packets.
+//
+// One change to Vyukov's queue: a consumer counts a slot as queued from the
+// moment a producer claims it (tail moved past it), not from the moment the
+// producer publishes it. A consumer that finds the slot at head claimed but
+// not yet published takes it anyway and waits for the publication (see
+// awaitPublished). That is what keeps a producer that is preempted between
+// claiming a slot and publishing it from sending a consumer to sleep while a
+// packet is ready: the consumer never parks on a queue whose tail is ahead of
+// its head. It waits for the one producer it depends on, which is running
+// or runnable, and every Post checks for waiters only after it has published
+// (see Port.Post), so no wakeup is lost either.
+//
+// Invariants, for one segment s with size = len(s.slots):
+//   - head <= tail (without the sealed bit): consumers claim only indexes that
+//     producers have claimed.
+//   - tail - head <= size.
+//   - For the slot of index i (slots[i & mask]): seq == i means the slot is
+//     free for the producer of i; seq == i+1 means the packet of index i is
+//     published and belongs to the consumer of i; once that consumer has
+//     copied it out it stores seq = i+size, freeing the slot for the producer
+//     of i+size.
+//   - Once tail has the sealed bit, it never changes again and s.next is set
+//     (or about to be set by the producer that sealed it, or the one that
+//     lost the race to it).
+//   - Indexes are 63-bit counters that start at 0 in every segment; at one
+//     packet a nanosecond they would overflow after 292 years.
+
+const (
+	minSegment = 256     // slots in a port's first segment
+	maxSegment = 1 << 16 // slots in the largest segment (about 3.5 MiB)
+
+	sealed = 1 << 63 // tail bit: the segment takes no more packets
+
+	// cacheLine is the size that keeps two hot words from sharing a line.
+	// 128 covers the adjacent-line prefetch of x86 and the 128-byte lines of
+	// some arm64 parts.
+	cacheLine = 128
+)
+
+type slot struct {
+	seq atomic.Uint64 // which index the slot is ready for; see the invariants
+	pkt Packet        // owned by whoever the seq hands it to
+}
+
+// A segment is one ring of the queue. head and tail each sit on a cache
+// line of their own: producers write tail and consumers write head, and on
+// one shared line every Post would steal the line from every Get.
+type segment struct {
+	head  atomic.Uint64 // next index to consume; written by consumers (CAS)
+	_     [cacheLine - 8]byte
+	tail  atomic.Uint64 // next index to produce, | sealed; written by producers (CAS)
+	_     [cacheLine - 8]byte
+	next  atomic.Pointer[segment] // the following segment; set once, after tail is sealed
+	mask  uint64                  // len(slots)-1; read-only
+	slots []slot                  // read-only slice header
+}
+
+func newSegment(size int) *segment {
+	s := &segment{mask: uint64(size - 1), slots: make([]slot, size)}
+	for i := range s.slots {
+		s.slots[i].seq.Store(uint64(i))
+	}
+	return s
+}
+
+// queue is the port's packet FIFO. Its zero value is not usable: see init.
+type queue struct {
+	head atomic.Pointer[segment] // the segment consumers take from
+	_    [cacheLine - 8]byte
+	tail atomic.Pointer[segment] // the segment producers put into
+	_    [cacheLine - 8]byte
+	// limit bounds the number of queued packets; 0 means unbounded. A bounded
+	// queue is one segment that is never sealed.
+	limit uint64
+	// maxSeg is the size segments stop doubling at; read-only. Tests make
+	// it small to reach sealing and relinking quickly.
+	maxSeg int
+}
+
+func (q *queue) init(limit int) { q.initSizes(limit, minSegment, maxSegment) }
+
+// initSizes is init with the first and the largest segment size, both
+// powers of two and at least 2.
+func (q *queue) initSizes(limit, first, max int) {
+	size := first
+	q.maxSeg = max
+	if limit > 0 {
+		// At least two slots: in a ring of one, a published slot (seq i+1)
+		// would look free for the next lap (seq i+size).
+		size = 2
+		for size < limit {
+			size <<= 1
+		}
+		q.limit = uint64(limit)
+	}
+	s := newSegment(size)
+	q.head.Store(s)
+	q.tail.Store(s)
+}
+
+// push appends *pkt. It returns false only when the queue is bounded and
+// full; then it has changed nothing.
+func (q *queue) push(pkt *Packet) bool {
+	for {
+		s := q.tail.Load()
+		switch s.push(pkt, q.limit) {
+		case pushed:
+			return true
+		case full:
+			return false
+		}
+		// s is sealed: move to the next segment, linking one if need be.
+		next := s.next.Load()
+		if next == nil {
+			size := min(2*len(s.slots), q.maxSeg)
+			n := newSegment(size)
+			// Place the packet in the new segment before linking it, so that
+			// the producer that links a segment cannot be overtaken on it.
+			n.slots[0].pkt = *pkt
+			n.slots[0].seq.Store(1)
+			n.tail.Store(1)
+			if s.next.CompareAndSwap(nil, n) {
+				// Linking n is this Post's linearization point, and the
+				// store publishes slot 0 to the consumer that claims it.
+				q.tail.CompareAndSwap(s, n)
+				return true
+			}
+			next = s.next.Load() // another producer linked first; n is garbage
+		}
+		q.tail.CompareAndSwap(s, next)
+	}
+}
+
+type pushResult int
+
+const (
+	pushed pushResult = iota
+	full              // bounded queue at its limit
+	closed            // segment sealed; go to the next
+)
+
+func (s *segment) push(pkt *Packet, limit uint64) pushResult {
+	size := uint64(len(s.slots))
+	for {
+		t := s.tail.Load()
+		if t&sealed != 0 {
+			return closed
+		}
+		sl := &s.slots[t&s.mask]
+		seq := sl.seq.Load()
+		switch {
+		case seq == t: // free for index t
+			// The head load comes after the tail load, so t-head can only
+			// overstate how many packets are queued: a full report is never
+			// spurious.
+			if limit != 0 && t-s.head.Load() >= limit {
+				return full
+			}
+			if s.tail.CompareAndSwap(t, t+1) {
+				sl.pkt = *pkt
+				// Publishes pkt: this store hands the slot to the consumer
+				// of index t, whose load of seq == t+1 synchronizes with it.
+				sl.seq.Store(t + 1)
+				return pushed
+			}
+		case seq < t: // the slot still holds index t-size
+			if t-s.head.Load() >= size {
+				// No consumer has claimed index t-size: the ring is full.
+				if limit != 0 {
+					return full
+				}
+				s.tail.CompareAndSwap(t, t|sealed)
+				continue
+			}
+			// A consumer claimed t-size and is copying it out, which takes
+			// a few stores; it may have been preempted in between.
+			runtime.Gosched()
+		default: // seq > t: another producer claimed t after our load
+		}
+	}
+}
+
+type popResult int
+
+const (
+	popped popResult = iota
+	empty
+	drained // sealed and every index consumed: go to the next segment
+)
+
+// popN removes up to len(dst) oldest packets into dst and returns how
+// many. It takes what is queued at the moment and never waits for more.
+func (q *queue) popN(dst []Packet) int {
+	n := 0
+	for n < len(dst) {
+		s := q.head.Load()
+		k, res := s.popN(dst[n:])
+		n += k
+		if res != drained {
+			if k == 0 {
+				return n
+			}
+			continue
+		}
+		next := s.next.Load()
+		if next == nil {
+			// Sealed, and the producer that sealed it has not linked the
+			// next segment yet: its Post has not taken effect.
+			return n
+		}
+		q.head.CompareAndSwap(s, next)
+	}
+	return n
+}
+
+// popN claims up to len(dst) indexes of s with one CAS on head and copies
+// their packets to dst. It reports drained when s is sealed and exhausted.
+func (s *segment) popN(dst []Packet) (int, popResult) {
+	for {
+		h := s.head.Load()
+		// Fast path for one packet: the slot at head is published, so a
+		// packet is there without a look at tail, which producers keep
+		// writing.
+		n := uint64(1)
+		if len(dst) > 1 || s.slots[h&s.mask].seq.Load() != h+1 {
+			t := s.tail.Load()
+			// h was loaded first and head <= tail always, so h <= t here.
+			if h == t&^sealed {
+				if t&sealed != 0 {
+					return 0, drained
+				}
+				return 0, empty
+			}
+			n = min(t&^sealed-h, uint64(len(dst)))
+		}
+		if !s.head.CompareAndSwap(h, h+n) {
+			continue
+		}
+		// Indexes h .. h+n-1 are ours; their producers have claimed them
+		// (h+n <= tail) and may still be writing.
+		size := uint64(len(s.slots))
+		for i := range dst[:n] {
+			idx := h + uint64(i)
+			sl := &s.slots[idx&s.mask]
+			awaitPublished(&sl.seq, idx+1)
+			dst[i] = sl.pkt
+			sl.pkt = Packet{} // let the garbage collector have what it referred to
+			// Frees the slot for the producer of idx+size; the copy above
+			// happens before that producer's write.
+			sl.seq.Store(idx + size)
+		}
+		return int(n), popped
+	}
+}
+
+// awaitPublished waits until *seq == want: the producer that claimed the
+// slot has published its packet. That producer is between two adjacent
+// statements of segment.push, so the wait is short unless it was
+// preempted; then yielding lets it run.
+func awaitPublished(seq *atomic.Uint64, want uint64) {
+	for i := 0; seq.Load() != want; i++ {
+		if i >= 16 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// empty reports whether no packet is queued or being published. A claimed
+// but unpublished slot counts as queued: see the comment at the top.
+func (q *queue) empty() bool {
+	for s := q.head.Load(); s != nil; s = s.next.Load() {
+		if s.head.Load() < s.tail.Load()&^sealed {
+			return false
+		}
+	}
+	return true
+}
+
+// len returns the number of packets queued, for Stats. Under concurrent
+// use it is a snapshot of each segment in turn, not of the whole queue.
+func (q *queue) len() int {
+	n := 0
+	for s := q.head.Load(); s != nil; s = s.next.Load() {
+		h, t := s.head.Load(), s.tail.Load()&^sealed
+		if t > h {
+			n += int(t - h)
+		}
+	}
+	return n
+}

@@ -1,0 +1,226 @@
+package iocp
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+)
+
+// A Worker takes packets from its port: the counterpart of a thread that
+// calls GetQueuedCompletionStatus. Goroutines have no identity the library
+// could use, so a worker is an explicit handle, made by Port.NewWorker and
+// used by one goroutine at a time.
+//
+// The port counts a worker as running from the moment a Get hands it a
+// packet until it calls Get again, calls Block, or closes (S26). A Get that
+// returns without a packet (its context ended, or TryGet found nothing)
+// also leaves the worker counted as running (S32). A worker that waits on
+// something else must say so with Block and Unblock (or Blocking), or the
+// port goes on counting it as running.
+//
+// Misuse panics with a message that starts with "iocp: ": two goroutines
+// in Get on one worker, Get between Block and Unblock, Block when not
+// running, Unblock without Block, and Close during Get.
+type Worker struct {
+	p *Port
+
+	// state is one of the state* constants. Only the owning goroutine
+	// changes it in correct use; the transitions are CAS so that a second
+	// goroutine is caught instead of corrupting the counts.
+	state atomic.Int32
+
+	// Waiter fields; see waiter.go.
+	up, down *Worker       // stack links; guarded by p.mu
+	handed   [1]Packet     // the packet a release hands over; written before result, read after it
+	result   atomic.Uint32 // resultNone, resultPacket or resultClosed
+	wake     chan struct{} // capacity 1: park here
+}
+
+const (
+	stateNew     = iota // not counted: never took a packet, or the port closed under it
+	stateRunning        // counted in R
+	stateGetting        // inside Get, TryGet or GetBatch
+	stateBlocked        // between Block and Unblock
+	stateClosed
+)
+
+// Get returns the oldest queued packet. If none is queued, or Concurrency
+// workers already run, it waits: waiting workers are released most recent
+// first, each with the oldest packet. Get first gives up the worker's slot,
+// so a worker that calls Get in a loop drains a backlog without any other
+// worker being woken (S27).
+//
+// Get returns ctx.Err() when ctx ends first (the worker is then counted as
+// running), and ErrClosed once the port or the worker is closed.
+func (w *Worker) Get(ctx context.Context) (Packet, error) {
+	var buf [1]Packet
+	_, err := w.get(ctx, buf[:], true)
+	return buf[0], err
+}
+
+// TryGet is Get that does not wait: with a packet queued and a slot free it
+// returns the packet and true; otherwise false at once, with the worker
+// counted as running. On a closed port or worker it returns false.
+func (w *Worker) TryGet() (Packet, bool) {
+	var buf [1]Packet
+	n, _ := w.get(context.Background(), buf[:], false)
+	return buf[0], n == 1
+}
+
+// errEmptyBatch is GetBatch's answer to an empty dst.
+var errEmptyBatch = errors.New("iocp: GetBatch with an empty dst")
+
+// GetBatch is GetQueuedCompletionStatusEx: it fills dst with up to len(dst)
+// packets, oldest first, and returns how many. With packets queued it
+// returns at once with what is there; otherwise it waits as Get does and
+// returns the packet it was handed plus those queued at that moment. It
+// counts as one worker, whatever the number of packets (S9). An empty dst
+// is an error.
+func (w *Worker) GetBatch(ctx context.Context, dst []Packet) (int, error) {
+	if len(dst) == 0 {
+		return 0, errEmptyBatch
+	}
+	return w.get(ctx, dst, true)
+}
+
+func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error) {
+	prev := w.enter()
+	if prev == stateClosed {
+		return 0, ErrClosed
+	}
+	p := w.p
+	counted := prev == stateRunning
+	g := p.gate.Load()
+	if g&closedBit != 0 {
+		w.leaveClosed(counted)
+		return 0, ErrClosed
+	}
+	// The worker gives up its slot and takes one back to run the packet.
+	// One that holds a slot and stays under C without it keeps the slot
+	// and touches no shared word but the queue's (S24, S27). With
+	// overshoot (R > C), giving the slot up leaves R >= C: it must wait.
+	if counted && running(g) <= p.concurrency || !counted && p.takeSlot() {
+		counted = true
+		if n := p.q.popN(dst); n > 0 {
+			p.noteDrained()
+			w.state.Store(stateRunning)
+			return n, nil
+		}
+	}
+	if !block {
+		if !counted {
+			p.gate.Add(oneRunning) // S32, even past the concurrency value
+		}
+		w.state.Store(stateRunning)
+		return 0, nil
+	}
+	switch err := w.wait(ctx, counted); err {
+	case nil:
+	case ErrClosed:
+		w.leaveClosed(false)
+		return 0, err
+	default:
+		w.state.Store(stateRunning)
+		return 0, err
+	}
+	dst[0] = w.handed[0]
+	w.handed[0] = Packet{}
+	n := 1 + p.q.popN(dst[1:])
+	if n > 1 {
+		p.noteDrained()
+	}
+	w.state.Store(stateRunning)
+	return n, nil
+}
+
+// enter moves w into stateGetting and returns the state it left, or
+// stateClosed if w is closed.
+func (w *Worker) enter() int32 {
+	for {
+		s := w.state.Load()
+		switch s {
+		case stateClosed:
+			return s
+		case stateGetting:
+			panic("iocp: two goroutines in Get on one Worker")
+		case stateBlocked:
+			panic("iocp: Get on a blocked Worker; call Unblock first")
+		}
+		if w.state.CompareAndSwap(s, stateGetting) {
+			return s
+		}
+	}
+}
+
+// leaveClosed ends a Get that found the port closed: the worker is no
+// longer counted.
+func (w *Worker) leaveClosed(counted bool) {
+	if counted {
+		w.p.gate.Add(minusOne)
+	}
+	w.state.Store(stateNew)
+}
+
+// Block marks the running worker as waiting on something other than the
+// port: R drops by one and, if that frees a slot while packets are queued,
+// the most recent waiter is released with the oldest packet (S29). Call
+// Unblock when the wait is over. Block panics if the worker is not running.
+func (w *Worker) Block() {
+	if !w.state.CompareAndSwap(stateRunning, stateBlocked) {
+		panic("iocp: Block on a Worker that is not running (" + stateName(w.state.Load()) + ")")
+	}
+	w.p.blocked.Add(1)
+	w.p.freeSlot()
+}
+
+// Unblock ends a Block: the worker is counted as running again at once,
+// even if that takes R past the concurrency value (S30). The port then
+// releases no waiter until R drops below it (S31). Unblock panics without
+// a matching Block.
+func (w *Worker) Unblock() {
+	if !w.state.CompareAndSwap(stateBlocked, stateRunning) {
+		panic("iocp: Unblock without Block (" + stateName(w.state.Load()) + ")")
+	}
+	w.p.blocked.Add(-1)
+	w.p.gate.Add(oneRunning)
+}
+
+// Close ends the worker, as a thread's exit does: a running worker's slot
+// is freed and may release a waiter with a queued packet (S33). Later calls
+// return ErrClosed, or false from TryGet; Close of a closed worker returns
+// ErrClosed. Close must not be called while the worker is in Get.
+func (w *Worker) Close() error {
+	for {
+		s := w.state.Load()
+		switch s {
+		case stateClosed:
+			return ErrClosed
+		case stateGetting:
+			panic("iocp: Close of a Worker during its Get")
+		}
+		if !w.state.CompareAndSwap(s, stateClosed) {
+			continue
+		}
+		switch s {
+		case stateRunning:
+			w.p.freeSlot()
+		case stateBlocked:
+			w.p.blocked.Add(-1)
+		}
+		return nil
+	}
+}
+
+func stateName(s int32) string {
+	switch s {
+	case stateNew:
+		return "never ran"
+	case stateRunning:
+		return "running"
+	case stateGetting:
+		return "in Get"
+	case stateBlocked:
+		return "blocked"
+	}
+	return "closed"
+}
