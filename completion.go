@@ -167,7 +167,7 @@ func (p *Port) Post(pkt Packet) error {
 		return nil
 	}
 	if !p.q.push(&pkt) {
-		return fmt.Errorf("%w: %d packets", ErrQueueFull, p.q.limit)
+		return ErrQueueFull // the sentinel itself: a retry loop allocates nothing
 	}
 	// This load must come after the push: a waiter that registered before
 	// it is seen here, one that registers after it sees the packet (see

@@ -1,8 +1,10 @@
 package iocp
 
 import (
+	"math/bits"
 	"runtime"
 	"sync/atomic"
+	"unsafe"
 )
 
 // The packet queue: a lock-free multi-producer multi-consumer FIFO.
@@ -64,6 +66,7 @@ const (
 type slot struct {
 	seq atomic.Uint64 // which index the slot is ready for; see the invariants
 	pkt Packet        // owned by whoever the seq hands it to
+	_   [64 - 8 - unsafe.Sizeof(Packet{})]byte
 }
 
 // A segment is one ring of the queue. head and tail each sit on a cache
@@ -74,15 +77,28 @@ type segment struct {
 	_     [cacheLine - 8]byte
 	tail  atomic.Uint64 // next index to produce, | sealed; written by producers (CAS)
 	_     [cacheLine - 8]byte
-	next  atomic.Pointer[segment] // the following segment; set once, after tail is sealed
-	mask  uint64                  // len(slots)-1; read-only
-	slots []slot                  // read-only slice header
+	next   atomic.Pointer[segment] // the following segment; set once, after tail is sealed
+	mask   uint64                  // len(slots)-1; read-only
+	spread uint                    // log2 of how many lines apart consecutive indexes sit
+	shift  uint                    // log2(len(slots)) - spread
+	slots  []slot                  // read-only slice header
+}
+
+// at returns the slot of index i. Consecutive indexes sit on slots
+// len(slots)>>spread apart, so that producers (and consumers) working on
+// neighbouring indexes at the same time do not share a cache line.
+func (s *segment) at(i uint64) *slot {
+	i &= s.mask
+	return &s.slots[(i&(1<<s.spread-1))<<s.shift|i>>s.spread]
 }
 
 func newSegment(size int) *segment {
 	s := &segment{mask: uint64(size - 1), slots: make([]slot, size)}
-	for i := range s.slots {
-		s.slots[i].seq.Store(uint64(i))
+	log := uint(bits.TrailingZeros(uint(size)))
+	s.spread = min(3, log)
+	s.shift = log - s.spread
+	for i := range size {
+		s.at(uint64(i)).seq.Store(uint64(i))
 	}
 	return s
 }
@@ -140,8 +156,8 @@ func (q *queue) push(pkt *Packet) bool {
 			n := newSegment(size)
 			// Place the packet in the new segment before linking it, so that
 			// the producer that links a segment cannot be overtaken on it.
-			n.slots[0].pkt = *pkt
-			n.slots[0].seq.Store(1)
+			n.at(0).pkt = *pkt
+			n.at(0).seq.Store(1)
 			n.tail.Store(1)
 			if s.next.CompareAndSwap(nil, n) {
 				// Linking n is this Post's linearization point, and the
@@ -170,7 +186,7 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 		if t&sealed != 0 {
 			return closed
 		}
-		sl := &s.slots[t&s.mask]
+		sl := s.at(t)
 		seq := sl.seq.Load()
 		switch {
 		case seq == t: // free for index t
@@ -246,7 +262,7 @@ func (s *segment) popN(dst []Packet) (int, popResult) {
 		// packet is there without a look at tail, which producers keep
 		// writing.
 		n := uint64(1)
-		if len(dst) > 1 || s.slots[h&s.mask].seq.Load() != h+1 {
+		if len(dst) > 1 || s.at(h).seq.Load() != h+1 {
 			t := s.tail.Load()
 			// h was loaded first and head <= tail always, so h <= t here.
 			if h == t&^sealed {
@@ -265,7 +281,7 @@ func (s *segment) popN(dst []Packet) (int, popResult) {
 		size := uint64(len(s.slots))
 		for i := range dst[:n] {
 			idx := h + uint64(i)
-			sl := &s.slots[idx&s.mask]
+			sl := s.at(idx)
 			awaitPublished(&sl.seq, idx+1)
 			dst[i] = sl.pkt
 			sl.pkt = Packet{} // let the garbage collector have what it referred to

@@ -20,13 +20,17 @@ import (
 //
 // Misuse panics with a message that starts with "iocp: ": two goroutines
 // in Get on one worker, Get between Block and Unblock, Block when not
-// running, Unblock without Block, and Close during Get.
+// running, Unblock without Block, and Close during Get. Two goroutines
+// in Get are caught as soon as one of them has to wait; while both find
+// packets at once, neither touches the worker's state, and nothing is
+// corrupted.
 type Worker struct {
 	p *Port
 
 	// state is one of the state* constants. Only the owning goroutine
 	// changes it in correct use; the transitions are CAS so that a second
-	// goroutine is caught instead of corrupting the counts.
+	// goroutine is caught instead of corrupting the counts. A Get that
+	// finds a packet at once only loads it.
 	state atomic.Int32
 
 	// Waiter fields; see waiter.go.
@@ -84,21 +88,31 @@ func (w *Worker) GetBatch(ctx context.Context, dst []Packet) (int, error) {
 }
 
 func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error) {
+	p := w.p
+	// Fast path: a running worker under the concurrency value takes a
+	// queued packet and stays running. It gives up its slot and takes it
+	// back in one step, so it touches neither the gate (S24, S27) nor its
+	// own state: only the queue's words. With overshoot (R > C), giving
+	// the slot up leaves R >= C, and it must wait.
+	if w.state.Load() == stateRunning {
+		g := p.gate.Load()
+		if g&closedBit == 0 && running(g) <= p.concurrency {
+			if n := p.q.popN(dst); n > 0 {
+				p.noteDrained()
+				return n, nil
+			}
+		}
+	}
 	prev := w.enter()
 	if prev == stateClosed {
 		return 0, ErrClosed
 	}
-	p := w.p
 	counted := prev == stateRunning
 	g := p.gate.Load()
 	if g&closedBit != 0 {
 		w.leaveClosed(counted)
 		return 0, ErrClosed
 	}
-	// The worker gives up its slot and takes one back to run the packet.
-	// One that holds a slot and stays under C without it keeps the slot
-	// and touches no shared word but the queue's (S24, S27). With
-	// overshoot (R > C), giving the slot up leaves R >= C: it must wait.
 	if counted && running(g) <= p.concurrency || !counted && p.takeSlot() {
 		counted = true
 		if n := p.q.popN(dst); n > 0 {
