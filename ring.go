@@ -73,10 +73,10 @@ type slot struct {
 // line of their own: producers write tail and consumers write head, and on
 // one shared line every Post would steal the line from every Get.
 type segment struct {
-	head  atomic.Uint64 // next index to consume; written by consumers (CAS)
-	_     [cacheLine - 8]byte
-	tail  atomic.Uint64 // next index to produce, | sealed; written by producers (CAS)
-	_     [cacheLine - 8]byte
+	head   atomic.Uint64 // next index to consume; written by consumers (CAS)
+	_      [cacheLine - 8]byte
+	tail   atomic.Uint64 // next index to produce, | sealed; written by producers (CAS)
+	_      [cacheLine - 8]byte
 	next   atomic.Pointer[segment] // the following segment; set once, after tail is sealed
 	mask   uint64                  // len(slots)-1; read-only
 	spread uint                    // log2 of how many lines apart consecutive indexes sit
