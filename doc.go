@@ -1,0 +1,72 @@
+// Package iocp gives Go programs the semantics of Windows I/O completion
+// ports: a FIFO queue of completion packets, workers released newest first,
+// and a concurrency value that bounds how many of them run at once.
+//
+// # Model
+//
+// A [Port] holds a queue of [Packet] values. [Port.Post] appends one; a
+// [Worker], made by [Port.NewWorker] and owned by one goroutine, takes them
+// with [Worker.Get], [Worker.TryGet] or [Worker.GetBatch]. The Windows
+// names map as follows:
+//
+//	CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, n)   NewPort(n)
+//	a thread that calls GetQueuedCompletionStatus              a *Worker
+//	GetQueuedCompletionStatus(port, timeout)                   w.Get(ctx), the timeout being ctx's deadline
+//	GetQueuedCompletionStatusEx                                w.GetBatch(ctx, dst)
+//	PostQueuedCompletionStatus                                 port.Post(pkt)
+//	the thread waits on something else                         w.Block() ... w.Unblock()
+//	the thread exits                                           w.Close()
+//	CloseHandle(port)                                          port.Close()
+//
+// Goroutines have no identity that a library may use, and a library cannot
+// see a goroutine block. That is why a worker is an explicit handle and
+// why blocking is marked explicitly: the port knows only what its workers
+// tell it.
+//
+// # Ordering
+//
+// Packets leave the queue in the order their Posts took effect; the packets
+// of one goroutine keep the order in which it posted them. Workers that wait
+// are released last in, first out: a packet goes to the worker that started
+// waiting most recently, whose stack and caches are the warmest. A packet
+// handed to a released worker is that worker's; a Get that starts after the
+// Post cannot take it.
+//
+// # Concurrency value
+//
+// A port counts its running workers: a worker runs from the moment a Get
+// hands it a packet until it calls Get again, blocks or closes. While
+// Concurrency workers run, packets stay queued even if other workers wait.
+// A running worker that calls Get gives its slot up and takes the next
+// packet at once if one is queued, so with a backlog one worker keeps
+// running and no other goroutine is woken. [Port.Get] is a worker for one
+// call: it waits for a slot, but the work done with its packet is not
+// counted. Use a Worker to bound the work.
+//
+// # Blocking
+//
+// A running worker that waits on something else (a lock, a database call,
+// a sleep) calls [Worker.Block] before and [Worker.Unblock] after, or wraps
+// the wait in [Worker.Blocking]. Block frees the worker's slot, and a
+// waiting worker is released into it if a packet is queued. Unblock counts
+// the worker again at once, even past the concurrency value; the port then
+// releases no one until the count drops below it, as Windows does. Code deep
+// in a call chain that holds only a context can use [Blocking] with a
+// context made by [NewContext].
+//
+// # Memory model
+//
+// In the terms of https://go.dev/ref/mem: a Post that returns nil is
+// synchronized before the Get, TryGet or GetBatch that returns its packet,
+// and Close is synchronized before every call that returns [ErrClosed]
+// because of it.
+//
+// # Platforms
+//
+// The port is pure Go and behaves the same on every platform Go supports.
+//
+// # Goroutine lifetime
+//
+// The package starts no goroutines. A closed port holds none and no
+// timers; every call parked on it returns [ErrClosed].
+package iocp

@@ -1,0 +1,142 @@
+package iocp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iocp-go/iocp"
+)
+
+func ExampleNewPort() {
+	port, err := iocp.NewPort(4)
+	if err != nil {
+		panic(err)
+	}
+	defer port.Close()
+	fmt.Println("concurrency:", port.Concurrency())
+
+	_, err = iocp.NewPort(-1)
+	fmt.Println(err)
+	// Output:
+	// concurrency: 4
+	// iocp: concurrency -1 out of range [0, 2147483647]
+}
+
+func ExamplePort_Post() {
+	port, _ := iocp.NewPort(1)
+	defer port.Close()
+	for i := range 3 {
+		port.Post(iocp.Packet{Key: "job", Bytes: i})
+	}
+	w := port.NewWorker()
+	for range 3 {
+		pkt, _ := w.Get(context.Background())
+		fmt.Println(pkt.Key, pkt.Bytes)
+	}
+	// Output:
+	// job 0
+	// job 1
+	// job 2
+}
+
+// A pool of workers, twice the concurrency value, serves the port: the
+// shape the reference recommends. This is the README's quick start.
+func ExamplePort_NewWorker() {
+	port, _ := iocp.NewPort(2)
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 * port.Concurrency() {
+		wg.Go(func() {
+			w := port.NewWorker()
+			defer w.Close()
+			for {
+				pkt, err := w.Get(context.Background())
+				if err != nil { // iocp.ErrClosed once the port is shut down
+					return
+				}
+				total.Add(int64(pkt.Bytes))
+			}
+		})
+	}
+	for i := 1; i <= 100; i++ {
+		port.Post(iocp.Packet{Bytes: i})
+	}
+	port.Shutdown(context.Background()) // drains the queue, then closes
+	wg.Wait()
+	fmt.Println("total:", total.Load())
+	// Output: total: 5050
+}
+
+func ExampleWorker_Get() {
+	port, _ := iocp.NewPort(1)
+	defer port.Close()
+	w := port.NewWorker()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_, err := w.Get(ctx) // nothing posted: the deadline ends the wait
+	fmt.Println(errors.Is(err, context.DeadlineExceeded))
+
+	port.Post(iocp.Packet{Key: "ready"})
+	pkt, err := w.Get(context.Background())
+	fmt.Println(pkt.Key, err)
+	// Output:
+	// true
+	// ready <nil>
+}
+
+// A worker that blocks hands its slot to a waiting worker.
+func ExampleWorker_Block() {
+	port, _ := iocp.NewPort(1)
+	defer port.Close()
+	port.Post(iocp.Packet{Key: "first"})
+	a := port.NewWorker()
+	pkt, _ := a.Get(context.Background())
+	fmt.Println("a runs", pkt.Key)
+
+	// b waits: a holds the only slot.
+	got := make(chan iocp.Packet)
+	go func() {
+		b := port.NewWorker()
+		pkt, _ := b.Get(context.Background())
+		got <- pkt // b stays running: it does not call Get again
+	}()
+	for port.Stats().Waiting == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	port.Post(iocp.Packet{Key: "second"})
+	fmt.Println("queued:", port.Stats().Queued)
+
+	a.Blocking(func() { // a waits on something else: b runs in its place
+		fmt.Println("b runs", (<-got).Key)
+	})
+	fmt.Println("running:", port.Stats().Running) // a and b: past the concurrency value
+	// Output:
+	// a runs first
+	// queued: 1
+	// b runs second
+	// running: 2
+}
+
+func ExamplePort_Close() {
+	port, _ := iocp.NewPort(1)
+	done := make(chan error)
+	go func() {
+		_, err := port.NewWorker().Get(context.Background())
+		done <- err
+	}()
+	for port.Stats().Waiting == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	port.Close()
+	fmt.Println(<-done)
+
+	fmt.Println(port.Post(iocp.Packet{}))
+	// Output:
+	// iocp: port closed
+	// iocp: port closed
+}

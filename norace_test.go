@@ -1,0 +1,5 @@
+//go:build !race
+
+package iocp
+
+const raceEnabled = false
