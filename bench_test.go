@@ -73,6 +73,7 @@ func BenchmarkPostGet(b *testing.B) {
 	b.Run("impl=port", func(b *testing.B) {
 		b.ReportAllocs()
 		p := benchPort(b, 1)
+		defer reportWakeups(b, p)()
 		w := p.NewWorker()
 		win := newWindow()
 		go win.produce(b.N, func(i int) { p.Post(Packet{Bytes: i}) })

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrClosed is returned by every call on a closed port: Post, Port.Get,
@@ -284,17 +285,29 @@ func (p *Port) Shutdown(ctx context.Context) error {
 	}
 	// After setting the bit: a Get that empties the queue after this check
 	// sees the bit and closes drained (see noteDrained).
-	if p.q.empty() {
-		return p.Close()
+	if !p.q.empty() {
+		select {
+		case <-p.drained:
+		case <-p.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	select {
-	case <-p.drained:
-		return p.Close()
-	case <-p.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	// A Post that passed its check before the bit was set may still push
+	// after the queue was seen empty: wait for that one too. Such a Post
+	// is a few instructions from its push, so this loop is short; what a
+	// Post pushes after the final check is counted by Close.
+	for !p.q.empty() {
+		select {
+		case <-p.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
 	}
+	return p.Close()
 }
 
 // noteDrained is called after every successful pop: if Shutdown is

@@ -40,11 +40,15 @@ import (
 //   - head <= tail (without the sealed bit): consumers claim only indexes that
 //     producers have claimed.
 //   - tail - head <= size.
-//   - For the slot of index i (slots[i & mask]): seq == i means the slot is
-//     free for the producer of i; seq == i+1 means the packet of index i is
-//     published and belongs to the consumer of i; once that consumer has
-//     copied it out it stores seq = i+size, freeing the slot for the producer
-//     of i+size.
+//   - For the slot of index i (s.at(i)): seq == i means the slot is free
+//     for the producer of i; seq == i+1 means the packet of index i is
+//     published and belongs to the consumer of i. Once that consumer has
+//     copied it out, it frees the slot for the producer of i+size in one
+//     of two ways: it stores seq = i+size, or, for a batch, it moves the
+//     watermark freed past i (see freeRange).
+//   - freed <= head, and every index below freed is copied out. A slot
+//     whose seq is i+1 (a lap old) and whose index i is below freed is
+//     free for the producer of i+size.
 //   - Once tail has the sealed bit, it never changes again and s.next is set
 //     (or about to be set by the producer that sealed it, or the one that
 //     lost the race to it).
@@ -76,6 +80,8 @@ type segment struct {
 	head   atomic.Uint64 // next index to consume; written by consumers (CAS)
 	_      [cacheLine - 8]byte
 	tail   atomic.Uint64 // next index to produce, | sealed; written by producers (CAS)
+	_      [cacheLine - 8]byte
+	freed  atomic.Uint64 // every index below it is copied out; written by batch consumers (CAS)
 	_      [cacheLine - 8]byte
 	next   atomic.Pointer[segment] // the following segment; set once, after tail is sealed
 	mask   uint64                  // len(slots)-1; read-only
@@ -188,8 +194,12 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 		}
 		sl := s.at(t)
 		seq := sl.seq.Load()
+		// Free for index t: its consumer freed it (seq == t), or a batch
+		// consumer did, with the watermark. Loading freed after seeing the
+		// lap-old seq synchronizes with that consumer's CAS, which came
+		// after its copy.
 		switch {
-		case seq == t: // free for index t
+		case seq == t || seq == t-size+1 && t-size < s.freed.Load():
 			// The head load comes after the tail load, so t-head can only
 			// overstate how many packets are queued: a full report is never
 			// spurious.
@@ -282,15 +292,48 @@ func (s *segment) popN(dst []Packet) (int, popResult) {
 		for i := range dst[:n] {
 			idx := h + uint64(i)
 			sl := s.at(idx)
-			awaitPublished(&sl.seq, idx+1)
+			if sl.seq.Load() != idx+1 {
+				awaitPublished(&sl.seq, idx+1)
+			}
 			dst[i] = sl.pkt
 			sl.pkt = Packet{} // let the garbage collector have what it referred to
-			// Frees the slot for the producer of idx+size; the copy above
-			// happens before that producer's write.
-			sl.seq.Store(idx + size)
+			if n == 1 {
+				// Frees the slot for the producer of idx+size; the copy
+				// above happens before that producer's write.
+				sl.seq.Store(idx + size)
+			}
+		}
+		if n > 1 && !s.freeRange(h, h+n) {
+			for idx := h; idx < h+n; idx++ {
+				s.at(idx).seq.Store(idx + size) // as above, slot by slot
+			}
 		}
 		return int(n), popped
 	}
+}
+
+// freeRange frees the copied-out indexes [h, e) with one CAS on the
+// watermark instead of one atomic store a slot, which is what makes
+// GetBatch cheap: in Go every atomic store is a full barrier. It succeeds
+// when every index below h is freed already: the watermark is at h, or
+// the slots between it and h were freed one by one (their seq says so), and
+// it reports whether it did. Otherwise, an earlier index is still being
+// copied out, and the caller frees its slots one by one; the watermark may
+// lag behind for ever, which costs later batches a scan, never a wait.
+func (s *segment) freeRange(h, e uint64) bool {
+	size := uint64(len(s.slots))
+	f := s.freed.Load()
+	g := f
+	for g < h && s.at(g).seq.Load() == g+size {
+		g++
+	}
+	if g < h {
+		if g > f {
+			s.freed.CompareAndSwap(f, g) // keep the next scan short
+		}
+		return false
+	}
+	return s.freed.CompareAndSwap(f, e)
 }
 
 // awaitPublished waits until *seq == want: the producer that claimed the

@@ -1,0 +1,56 @@
+package iocp
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestBlocking(t *testing.T) {
+	t.Run("Worker", func(t *testing.T) {
+		p := newPort(t, 1)
+		w := runningWorker(t, p)
+		ws := parkN(t, p, 1)
+		post(t, p, "while blocked")
+		w.Blocking(func() {
+			assert.Equal(t, 1, p.Stats().Blocked)
+			r := ws[0].result(t) // the slot went to the waiter
+			assert.Equal(t, "while blocked", r.pkt.Key)
+		})
+		st := p.Stats()
+		assert.Equal(t, 0, st.Blocked)
+		assert.Equal(t, 2, st.Running, "w and the waiter: overshoot")
+	})
+
+	t.Run("WorkerPanics", func(t *testing.T) {
+		p := newPort(t, 1)
+		w := runningWorker(t, p)
+		assert.PanicsWithValue(t, "boom", func() { w.Blocking(func() { panic("boom") }) })
+		assert.Equal(t, 0, p.Stats().Blocked, "unblocked on the way out")
+		assert.Equal(t, 1, p.Stats().Running)
+	})
+
+	t.Run("Context", func(t *testing.T) {
+		p := newPort(t, 1)
+		w := runningWorker(t, p)
+		ctx := NewContext(context.Background(), w)
+		require.Same(t, w, FromContext(ctx))
+		Blocking(ctx, func() {
+			assert.Equal(t, 1, p.Stats().Blocked)
+			Blocking(ctx, func() { // nested: already blocked, just runs
+				assert.Equal(t, 1, p.Stats().Blocked)
+			})
+		})
+		assert.Equal(t, 0, p.Stats().Blocked)
+		assert.Equal(t, 1, p.Stats().Running)
+	})
+
+	t.Run("ContextWithoutWorker", func(t *testing.T) {
+		assert.Nil(t, FromContext(context.Background()))
+		ran := false
+		Blocking(context.Background(), func() { ran = true })
+		assert.True(t, ran)
+	})
+}
