@@ -95,6 +95,32 @@ func BenchmarkPostGet(b *testing.B) {
 	})
 }
 
+// BenchmarkPostGetOneGoroutine: Post and Get in turn in one goroutine,
+// with nothing shared with another core: the cost of the instructions
+// alone, against a channel send and receive.
+func BenchmarkPostGetOneGoroutine(b *testing.B) {
+	b.Run("impl=port", func(b *testing.B) {
+		b.ReportAllocs()
+		p := benchPort(b, 1)
+		w := p.NewWorker()
+		ctx := context.Background()
+		for i := range b.N {
+			p.Post(Packet{Bytes: i})
+			if _, err := w.Get(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=chan", func(b *testing.B) {
+		b.ReportAllocs()
+		ch := make(chan Packet, chanCap)
+		for i := range b.N {
+			ch <- Packet{Bytes: i}
+			<-ch
+		}
+	})
+}
+
 // BenchmarkManyGated: 2*GOMAXPROCS producers and as many consumers; the
 // port's concurrency value is GOMAXPROCS, so half its workers wait at any
 // time. The channel has no gate: all its consumers compete.
