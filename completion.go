@@ -88,8 +88,8 @@ func WithQueueLimit(n int) Option {
 // take them, and a concurrency value that bounds how many of those workers
 // run at once. See the package documentation for the model.
 //
-// A Port must be made with NewPort and must not be copied. All its methods
-// are safe for concurrent use.
+// The zero Port is not usable: make one with NewPort. A Port must not be
+// copied. All its methods are safe for concurrent use.
 type Port struct {
 	// gate holds R, W and the draining and closed bits: see limiter.go.
 	gate atomic.Uint64

@@ -9,7 +9,9 @@ import (
 // A Worker takes packets from its port: the counterpart of a thread that
 // calls GetQueuedCompletionStatus. Goroutines have no identity the library
 // could use, so a worker is an explicit handle, made by Port.NewWorker and
-// used by one goroutine at a time.
+// used by one goroutine at a time: its methods are not for concurrent use,
+// except that any goroutine may read the port's Stats. The zero Worker is
+// not usable, and a Worker must not be copied.
 //
 // The port counts a worker as running from the moment a Get hands it a
 // packet until it calls Get again, calls Block, or closes (S26). A Get that
