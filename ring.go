@@ -187,6 +187,7 @@ const (
 
 func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 	size := uint64(len(s.slots))
+	spins := 0
 	for {
 		t := s.tail.Load()
 		if t&sealed != 0 {
@@ -206,7 +207,9 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 			if limit != 0 && t-s.head.Load() >= limit {
 				return full
 			}
-			if s.tail.CompareAndSwap(t, t+1) {
+			if !s.tail.CompareAndSwap(t, t+1) {
+				backoff(&spins)
+			} else {
 				sl.pkt = *pkt
 				// Publishes pkt: this store hands the slot to the consumer
 				// of index t, whose load of seq == t+1 synchronizes with it.
@@ -266,6 +269,7 @@ func (q *queue) popN(dst []Packet) int {
 // popN claims up to len(dst) indexes of s with one CAS on head and copies
 // their packets to dst. It reports drained when s is sealed and exhausted.
 func (s *segment) popN(dst []Packet) (int, popResult) {
+	spins := 0
 	for {
 		h := s.head.Load()
 		// Fast path for one packet: the slot at head is published, so a
@@ -284,6 +288,7 @@ func (s *segment) popN(dst []Packet) (int, popResult) {
 			n = min(t&^sealed-h, uint64(len(dst)))
 		}
 		if !s.head.CompareAndSwap(h, h+n) {
+			backoff(&spins)
 			continue
 		}
 		// Indexes h .. h+n-1 are ours; their producers have claimed them
@@ -371,3 +376,26 @@ func (q *queue) len() int {
 	}
 	return n
 }
+
+// backoff is called after a lost CAS on head or tail. Another goroutine
+// is working on the same word, and retrying at once takes the line from
+// it again, so that neither makes progress at the speed of one core: each
+// loss in a row waits twice as long, and after backoffSpins losses the
+// goroutine yields its P instead. The yield matters most when there are
+// more runnable goroutines than Ps, which is the rule for a port (more
+// producers and workers than cores): it hands the core to a goroutine on
+// the other side of the queue. Measured on 2 cores with 4 producers and 4
+// workers (BenchmarkManyGated): 2.7 times a channel's time per packet
+// without backoff, 0.8 with it. On many cores the spins come first so that
+// short collisions do not all go through the scheduler's global run queue.
+func backoff(n *int) {
+	*n++
+	if *n <= backoffSpins {
+		for range 8 << *n { // 16, 32, 64 iterations: a few hundred cycles
+		}
+		return
+	}
+	runtime.Gosched()
+}
+
+const backoffSpins = 3
