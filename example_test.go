@@ -71,6 +71,17 @@ func ExamplePort_NewWorker() {
 	// Output: total: 5050
 }
 
+// Port.Get is a worker for one call: handy for one-off use, but the work
+// done with its packet is not counted against the concurrency value.
+func ExamplePort_Get() {
+	port, _ := iocp.NewPort(1)
+	defer port.Close()
+	port.Post(iocp.Packet{Key: "once"})
+	pkt, err := port.Get(context.Background())
+	fmt.Println(pkt.Key, err, "running:", port.Stats().Running)
+	// Output: once <nil> running: 0
+}
+
 func ExampleWorker_Get() {
 	port, _ := iocp.NewPort(1)
 	defer port.Close()
