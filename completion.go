@@ -142,6 +142,7 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 		drained:     make(chan struct{}),
 	}
 	p.q.init(c.queueLimit)
+	p.q.stopping = func() bool { return p.gate.Load()&(closedBit|drainingBit) != 0 }
 	p.oneShots.New = func() any { return p.NewWorker() }
 	return p, nil
 }
@@ -164,11 +165,16 @@ func (p *Port) Post(pkt Packet) error {
 	}
 	// A waiter can run and nothing is queued ahead: hand the packet over
 	// without going through the ring.
-	if p.canRelease(g) && p.handOff(&pkt) {
-		return nil
+	if p.canRelease(g) {
+		if handed, err := p.handOff(&pkt); handed || err != nil {
+			return err
+		}
 	}
-	if !p.q.push(&pkt) {
+	switch p.q.push(&pkt) {
+	case full:
 		return ErrQueueFull // the sentinel itself: a retry loop allocates nothing
+	case aborted:
+		return ErrClosed // it yielded, and Close or Shutdown began meanwhile
 	}
 	// This load must come after the push: a waiter that registered before
 	// it is seen here, one that registers after it sees the packet (see

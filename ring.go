@@ -121,6 +121,10 @@ type queue struct {
 	// maxSeg is the size segments stop doubling at; read-only. Tests make
 	// it small to reach sealing and relinking quickly.
 	maxSeg int
+	// stopping, if not nil, tells a push that has had to yield its P that
+	// the port is closing, so that it gives up instead of pushing after
+	// the close; read-only.
+	stopping func() bool
 }
 
 func (q *queue) init(limit int) { q.initSizes(limit, minSegment, maxSegment) }
@@ -144,16 +148,21 @@ func (q *queue) initSizes(limit, first, max int) {
 	q.tail.Store(s)
 }
 
-// push appends *pkt. It returns false only when the queue is bounded and
-// full; then it has changed nothing.
-func (q *queue) push(pkt *Packet) bool {
+// push appends *pkt. It returns full when the queue is bounded and full,
+// and aborted when it had to wait and q.stopping then said so; in both
+// cases it has changed nothing.
+func (q *queue) push(pkt *Packet) pushResult {
 	for {
 		s := q.tail.Load()
-		switch s.push(pkt, q.limit) {
-		case pushed:
-			return true
-		case full:
-			return false
+		switch r := s.push(pkt, q.limit); r {
+		case yielded:
+			if q.stopping != nil && q.stopping() {
+				return aborted
+			}
+			continue
+		case sealedSeg:
+		default:
+			return r
 		}
 		// s is sealed: move to the next segment, linking one if need be.
 		next := s.next.Load()
@@ -169,7 +178,7 @@ func (q *queue) push(pkt *Packet) bool {
 				// Linking n is this Post's linearization point, and the
 				// store publishes slot 0 to the consumer that claims it.
 				q.tail.CompareAndSwap(s, n)
-				return true
+				return pushed
 			}
 			next = s.next.Load() // another producer linked first; n is garbage
 		}
@@ -180,9 +189,11 @@ func (q *queue) push(pkt *Packet) bool {
 type pushResult int
 
 const (
-	pushed pushResult = iota
-	full              // bounded queue at its limit
-	closed            // segment sealed; go to the next
+	pushed    pushResult = iota
+	full                 // bounded queue at its limit
+	aborted              // yielded, and the port is closing
+	sealedSeg            // segment sealed; go to the next
+	yielded              // yielded its P: ask q.stopping, then try again
 )
 
 func (s *segment) push(pkt *Packet, limit uint64) pushResult {
@@ -191,7 +202,7 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 	for {
 		t := s.tail.Load()
 		if t&sealed != 0 {
-			return closed
+			return sealedSeg
 		}
 		sl := s.at(t)
 		seq := sl.seq.Load()
@@ -208,7 +219,9 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 				return full
 			}
 			if !s.tail.CompareAndSwap(t, t+1) {
-				spins = backoff(spins)
+				if spins = backoff(spins); spins > backoffSpins {
+					return yielded
+				}
 			} else {
 				sl.pkt = *pkt
 				// Publishes pkt: this store hands the slot to the consumer
@@ -228,6 +241,7 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 			// A consumer claimed t-size and is copying it out, which takes
 			// a few stores; it may have been preempted in between.
 			runtime.Gosched()
+			return yielded
 		default: // seq > t: another producer claimed t after our load
 		}
 	}

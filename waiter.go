@@ -61,14 +61,19 @@ func (w *Worker) signal(r uint32) {
 }
 
 // handOff gives *pkt straight to the top waiter when it can run and no
-// packet is queued ahead of it. It reports whether it did.
-func (p *Port) handOff(pkt *Packet) bool {
+// packet is queued ahead of it, and reports whether it did. If Close or
+// Shutdown began while it waited for the mutex, it returns ErrClosed: the
+// Post has not taken effect, and is refused as one made after them.
+func (p *Port) handOff(pkt *Packet) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
 		g := p.gate.Load()
+		if g&(closedBit|drainingBit) != 0 {
+			return false, ErrClosed
+		}
 		if !p.canRelease(g) || !p.q.empty() {
-			return false
+			return false, nil
 		}
 		if p.gate.CompareAndSwap(g, g+waiterToRunning) {
 			break
@@ -78,7 +83,7 @@ func (p *Port) handOff(pkt *Packet) bool {
 	w.handed[0] = *pkt
 	p.wakeups.Add(1)
 	w.signal(resultPacket)
-	return true
+	return true, nil
 }
 
 // release runs releaseLocked with mu held.
