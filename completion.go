@@ -142,7 +142,7 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 		drained:     make(chan struct{}),
 	}
 	p.q.init(c.queueLimit)
-	p.q.stopping = func() bool { return p.gate.Load()&(closedBit|drainingBit) != 0 }
+	p.q.stopping = func() bool { return refusing(p.gate.Load()) }
 	p.oneShots.New = func() any { return p.NewWorker() }
 	return p, nil
 }
@@ -160,7 +160,7 @@ func (p *Port) Concurrency() int { return p.concurrency }
 // TryGet or GetBatch that returns its packet (https://go.dev/ref/mem).
 func (p *Port) Post(pkt Packet) error {
 	g := p.gate.Load()
-	if g&(closedBit|drainingBit) != 0 {
+	if refusing(g) {
 		return ErrClosed
 	}
 	// A waiter can run and nothing is queued ahead: hand the packet over
@@ -290,7 +290,7 @@ func (p *Port) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	// After setting the bit: a Get that empties the queue after this check
-	// sees the bit and closes drained (see noteDrained).
+	// sees the bit and closes drained (see take).
 	if !p.q.empty() {
 		select {
 		case <-p.drained:
@@ -316,11 +316,25 @@ func (p *Port) Shutdown(ctx context.Context) error {
 	return p.Close()
 }
 
-// noteDrained is called after every successful pop: if Shutdown is
-// waiting and the queue is now empty, it wakes Shutdown. The gate load
-// comes after the pop, which pairs with Shutdown's bit-then-check.
+// take pops up to len(dst) packets for a worker and returns how many;
+// every pop that hands packets to a worker goes through it, so that a
+// waiting Shutdown always hears of the queue becoming empty.
+//
+// The gate load comes after the pop, which pairs with Shutdown's
+// bit-then-check: either Shutdown sees the pop, or this load sees the bit.
+func (p *Port) take(dst []Packet) int {
+	n := p.q.popN(dst)
+	if n > 0 && p.gate.Load()&drainingBit != 0 {
+		p.noteDrained()
+	}
+	return n
+}
+
+// noteDrained wakes a waiting Shutdown if the queue is now empty. It is
+// kept out of take: a pop on a port that is not draining pays one load
+// for it, and no call.
 func (p *Port) noteDrained() {
-	if p.gate.Load()&drainingBit != 0 && p.q.empty() {
+	if p.q.empty() {
 		p.drainMu.Do(func() { close(p.drained) })
 	}
 }

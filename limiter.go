@@ -63,6 +63,10 @@ func (p *Port) canRelease(g uint64) bool {
 	return g&closedBit == 0 && g&waiterMask != 0 && running(g) < p.concurrency
 }
 
+// refusing reports whether the gate word g refuses new packets: Close or
+// Shutdown has begun.
+func refusing(g uint64) bool { return g&(closedBit|drainingBit) != 0 }
+
 // freeSlot takes one running worker off the gate (Block, Worker.Close, the
 // end of a one-shot Get) and releases a waiter into the slot if a packet is
 // queued. The queue check comes after the gate update: see above.

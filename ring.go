@@ -316,15 +316,12 @@ func (s *segment) popN(dst []Packet) (int, popResult) {
 			}
 			dst[i] = sl.pkt
 			sl.pkt = Packet{} // let the garbage collector have what it referred to
-			if n == 1 {
+		}
+		if n == 1 || !s.freeRange(h, h+n) {
+			for idx := h; idx < h+n; idx++ {
 				// Frees the slot for the producer of idx+size; the copy
 				// above happens before that producer's write.
-				sl.seq.Store(idx + size)
-			}
-		}
-		if n > 1 && !s.freeRange(h, h+n) {
-			for idx := h; idx < h+n; idx++ {
-				s.at(idx).seq.Store(idx + size) // as above, slot by slot
+				s.at(idx).seq.Store(idx + size)
 			}
 		}
 		return int(n), popped

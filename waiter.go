@@ -69,7 +69,7 @@ func (p *Port) handOff(pkt *Packet) (bool, error) {
 	defer p.mu.Unlock()
 	for {
 		g := p.gate.Load()
-		if g&(closedBit|drainingBit) != 0 {
+		if refusing(g) {
 			return false, ErrClosed
 		}
 		if !p.canRelease(g) || !p.q.empty() {
@@ -108,7 +108,7 @@ func (p *Port) releaseLocked() {
 			continue
 		}
 		w := p.top
-		if p.q.popN(w.handed[:]) == 0 {
+		if p.take(w.handed[:]) == 0 {
 			// A running worker took the packet first. Give back the slot
 			// and the waiter, then look at the queue again: a Post that
 			// pushed while the reservation stood may have seen no free slot
@@ -121,7 +121,6 @@ func (p *Port) releaseLocked() {
 		}
 		p.popTop()
 		p.wakeups.Add(1)
-		p.noteDrained()
 		w.signal(resultPacket)
 	}
 }

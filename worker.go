@@ -99,8 +99,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	if w.state.Load() == stateRunning {
 		g := p.gate.Load()
 		if g&closedBit == 0 && running(g) <= p.concurrency {
-			if n := p.q.popN(dst); n > 0 {
-				p.noteDrained()
+			if n := p.take(dst); n > 0 {
 				return n, nil
 			}
 		}
@@ -117,8 +116,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	}
 	if counted && running(g) <= p.concurrency || !counted && p.takeSlot() {
 		counted = true
-		if n := p.q.popN(dst); n > 0 {
-			p.noteDrained()
+		if n := p.take(dst); n > 0 {
 			w.state.Store(stateRunning)
 			return n, nil
 		}
@@ -141,10 +139,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	}
 	dst[0] = w.handed[0]
 	w.handed[0] = Packet{}
-	n := 1 + p.q.popN(dst[1:])
-	if n > 1 {
-		p.noteDrained()
-	}
+	n := 1 + p.take(dst[1:])
 	w.state.Store(stateRunning)
 	return n, nil
 }
