@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -28,17 +29,36 @@ type Packet struct {
 	Err        error       // the operation's status; nil is success
 }
 
-// An Overlapped identifies one operation and carries its caller's state
-// from the start of the operation to the worker that dequeues its
-// completion (SPEC S47). The operations that take an *Overlapped come with
-// associated sources; a posted packet may carry any *Overlapped, or none.
+// An Overlapped identifies one operation of a Handle and carries its
+// caller's state from the start of the operation to the worker that
+// dequeues its completion (SPEC S47): the worker finds it in
+// Packet.Overlapped. A posted packet may carry any *Overlapped, or none.
 //
-// The zero value is ready to use. An Overlapped must not be copied while an
-// operation on it is pending.
+// An Overlapped is pending from the call that starts an operation on it
+// until the Get that dequeues the operation's packet; that Get fills in
+// the result fields (S42), and the Overlapped may then start another
+// operation. Starting one on a pending Overlapped returns ErrPending.
+// While it is pending, the fields belong to the operation: set Value and
+// Offset before the call that starts it (S46), and read the results after
+// the packet is dequeued.
+//
+// The zero value is ready to use. An Overlapped must not be copied after
+// first use. Distinct Overlappeds may be used concurrently.
 type Overlapped struct {
 	// Value is the caller's per-operation state. The library never reads
 	// or writes it.
 	Value any
+	// Offset is where ReadAt and WriteAt read or write; it must not be
+	// negative.
+	Offset int64
+
+	// The result, set by the Get that dequeues the operation's packet.
+	Bytes int      // bytes transferred, as in the packet
+	Err   error    // the operation's error, as in the packet
+	Addr  net.Addr // ReadFrom: the sender's address
+	Conn  net.Conn // Accept: the new connection, which the caller owns
+
+	o opState // the library's, while an operation is pending
 }
 
 // Stats is a snapshot of a port's counters. Under concurrent use each
@@ -110,6 +130,9 @@ type Port struct {
 	wakeups   atomic.Uint64 // waiters released, for Stats
 	discarded atomic.Uint64 // packets dropped by Close, for Stats
 
+	hmu     sync.Mutex           // guards handles
+	handles map[*Handle]struct{} // associated and not closed; guarded by hmu
+
 	done     chan struct{} // closed by Close
 	drained  chan struct{} // closed when a draining port's queue is found empty
 	drainMu  sync.Once     // closes drained once
@@ -142,7 +165,7 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 		drained:     make(chan struct{}),
 	}
 	p.q.init(c.queueLimit)
-	p.q.stopping = func() bool { return refusing(p.gate.Load()) }
+	p.q.gate = &p.gate
 	p.oneShots.New = func() any { return p.NewWorker() }
 	return p, nil
 }
@@ -158,19 +181,23 @@ func (p *Port) Concurrency() int { return p.concurrency }
 //
 // Memory model: a Post that returns nil is synchronized before the Get,
 // TryGet or GetBatch that returns its packet (https://go.dev/ref/mem).
-func (p *Port) Post(pkt Packet) error {
+func (p *Port) Post(pkt Packet) error { return p.post(&pkt, refusePost) }
+
+// post queues *pkt unless one of the refuse bits is set in the gate; see
+// Post. Operations complete through it too, with fewer bits.
+func (p *Port) post(pkt *Packet, refuse uint64) error {
 	g := p.gate.Load()
-	if refusing(g) {
+	if g&refuse != 0 {
 		return ErrClosed
 	}
 	// A waiter can run and nothing is queued ahead: hand the packet over
 	// without going through the ring.
 	if p.canRelease(g) {
-		if handed, err := p.handOff(&pkt); handed || err != nil {
+		if handed, err := p.handOff(pkt, refuse); handed || err != nil {
 			return err
 		}
 	}
-	switch p.q.push(&pkt) {
+	switch p.q.push(pkt, refuse) {
 	case full:
 		return ErrQueueFull // the sentinel itself: a retry loop allocates nothing
 	case aborted:
@@ -262,6 +289,7 @@ func (p *Port) Close() error {
 	close(p.done)
 	p.mu.Unlock()
 	p.discardQueued()
+	p.closeHandles()
 	return nil
 }
 
@@ -272,6 +300,11 @@ func (p *Port) discardQueued() {
 		n := p.q.popN(buf[:])
 		if n == 0 {
 			return
+		}
+		for i := range buf[:n] {
+			if ov := buf[i].Overlapped; ov != nil {
+				ov.discard()
+			}
 		}
 		clear(buf[:n])
 		p.discarded.Add(uint64(n))

@@ -708,6 +708,8 @@ func TestSpec(t *testing.T) {
 		assert.ErrorIs(t, p.Post(Packet{}), ErrClosed)
 		_, err := p.Get(context.Background())
 		assert.ErrorIs(t, err, ErrClosed)
+		_, err = p.Associate(func(context.Context, *Overlapped) (int, error) { return 0, nil }, 1)
+		assert.ErrorIs(t, err, ErrClosed)
 		for _, w := range []*Worker{before, p.NewWorker()} {
 			_, err := w.Get(context.Background())
 			assert.ErrorIs(t, err, ErrClosed)
@@ -770,6 +772,10 @@ func TestSpec(t *testing.T) {
 		assert.Equal(t, uint64(2), p.Stats().Discarded, "Close counts the rest")
 		assert.NoError(t, p.Shutdown(context.Background()), "after Close")
 	})
+
+	for _, s := range associateSpec {
+		t.Run(s.name, s.fn)
+	}
 
 	t.Run("S39_NoGoroutines", func(t *testing.T) {
 		p := newPort(t, 2)

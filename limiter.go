@@ -63,9 +63,17 @@ func (p *Port) canRelease(g uint64) bool {
 	return g&closedBit == 0 && g&waiterMask != 0 && running(g) < p.concurrency
 }
 
-// refusing reports whether the gate word g refuses new packets: Close or
-// Shutdown has begun.
-func refusing(g uint64) bool { return g&(closedBit|drainingBit) != 0 }
+// The gate bits that refuse a packet. Post is refused once Close or
+// Shutdown has begun; the completion of an operation that started before
+// Shutdown is still queued while the port drains, and refused only once
+// it is closed.
+const (
+	refusePost       = closedBit | drainingBit
+	refuseCompletion = closedBit
+)
+
+// refusing reports whether the gate word g refuses new Posts.
+func refusing(g uint64) bool { return g&refusePost != 0 }
 
 // freeSlot takes one running worker off the gate (Block, Worker.Close, the
 // end of a one-shot Get) and releases a waiter into the slot if a packet is

@@ -121,10 +121,11 @@ type queue struct {
 	// maxSeg is the size segments stop doubling at; read-only. Tests make
 	// it small to reach sealing and relinking quickly.
 	maxSeg int
-	// stopping, if not nil, tells a push that has had to yield its P that
-	// the port is closing, so that it gives up instead of pushing after
-	// the close; read-only.
-	stopping func() bool
+	// gate, if not nil, is the port's gate word (limiter.go). A push that
+	// has had to yield its P looks at it before trying again and gives up
+	// if one of the bits it was given is set, so that it does not push
+	// after the close that it waited through; read-only.
+	gate *atomic.Uint64
 }
 
 func (q *queue) init(limit int) { q.initSizes(limit, minSegment, maxSegment) }
@@ -149,14 +150,14 @@ func (q *queue) initSizes(limit, first, max int) {
 }
 
 // push appends *pkt. It returns full when the queue is bounded and full,
-// and aborted when it had to wait and q.stopping then said so; in both
-// cases it has changed nothing.
-func (q *queue) push(pkt *Packet) pushResult {
+// and aborted when it had to wait and then found one of the refuse bits
+// set in q.gate; in both cases it has changed nothing.
+func (q *queue) push(pkt *Packet, refuse uint64) pushResult {
 	for {
 		s := q.tail.Load()
 		switch r := s.push(pkt, q.limit); r {
 		case yielded:
-			if q.stopping != nil && q.stopping() {
+			if q.gate != nil && q.gate.Load()&refuse != 0 {
 				return aborted
 			}
 			continue
@@ -193,7 +194,7 @@ const (
 	full                 // bounded queue at its limit
 	aborted              // yielded, and the port is closing
 	sealedSeg            // segment sealed; go to the next
-	yielded              // yielded its P: ask q.stopping, then try again
+	yielded              // yielded its P: look at the gate, then try again
 )
 
 func (s *segment) push(pkt *Packet, limit uint64) pushResult {

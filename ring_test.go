@@ -30,7 +30,7 @@ func FuzzQueue(f *testing.F) {
 		for i, op := range ops {
 			switch op & 3 {
 			case 0, 3:
-				ok := q.push(&Packet{Bytes: next}) == pushed
+				ok := q.push(&Packet{Bytes: next}, 0) == pushed
 				if bound != 0 && len(model) >= bound {
 					require.False(t, ok, "op %d: push past the bound", i)
 					continue
@@ -81,7 +81,7 @@ func TestQueueConcurrent(t *testing.T) {
 		for p := range producers {
 			wg.Go(func() {
 				for i := range perProducer {
-					assert.Equal(t, pushed, q.push(&Packet{Key: p, Bytes: i}))
+					assert.Equal(t, pushed, q.push(&Packet{Key: p, Bytes: i}, 0))
 				}
 			})
 		}

@@ -61,15 +61,16 @@ func (w *Worker) signal(r uint32) {
 }
 
 // handOff gives *pkt straight to the top waiter when it can run and no
-// packet is queued ahead of it, and reports whether it did. If Close or
-// Shutdown began while it waited for the mutex, it returns ErrClosed: the
-// Post has not taken effect, and is refused as one made after them.
-func (p *Port) handOff(pkt *Packet) (bool, error) {
+// packet is queued ahead of it, and reports whether it did. If one of the
+// refuse bits was set while it waited for the mutex (Close, or Shutdown
+// for a Post), it returns ErrClosed: the packet has not been queued, and
+// is refused as one that came after them.
+func (p *Port) handOff(pkt *Packet, refuse uint64) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
 		g := p.gate.Load()
-		if refusing(g) {
+		if g&refuse != 0 {
 			return false, ErrClosed
 		}
 		if !p.canRelease(g) || !p.q.empty() {
