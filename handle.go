@@ -132,6 +132,7 @@ type opState struct {
 	next    *Overlapped        // a lane's queue, or the handle's free list; under Handle.mu
 	prev    *Overlapped        // the free list; under Handle.mu
 	aborted bool               // Cancel or Close reached it; under Handle.mu
+	written int                // the part of a Write that writeNow wrote
 
 	// The result, kept here from the completion until the dequeue.
 	n    int
@@ -212,6 +213,7 @@ type Handle struct {
 	pc     net.PacketConn
 	fn     Func
 	closer io.Closer
+	raw    *rawWriter // for a socket: see writeNow; nil for other sources
 	// interrupt[lane] makes the lane's running operation return at once
 	// (set a deadline in the past), or, called with false, undoes that;
 	// nil when the source cannot be interrupted.
@@ -342,6 +344,7 @@ func (h *Handle) bind(src any) bool {
 	h.ln, _ = src.(net.Listener)
 	h.pc, _ = src.(net.PacketConn)
 	h.closer, _ = src.(io.Closer)
+	h.raw = newRawWriter(src)
 	if d, ok := src.(deadliner); ok {
 		h.interrupt[laneRead] = func(now bool) error { return d.SetReadDeadline(deadline(now)) }
 		h.interrupt[laneWrite] = func(now bool) error { return d.SetWriteDeadline(deadline(now)) }
@@ -510,7 +513,7 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 		return ErrPending
 	}
 	o.op, o.lane, o.buf, o.to, o.fn = op, int8(ln), buf, to, fn
-	o.aborted = false
+	o.aborted, o.written = false, 0
 	var ctx context.Context
 	if fn != nil {
 		ctx, o.cancel = context.WithCancel(context.Background())
@@ -533,15 +536,18 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 	if ln == laneNone {
 		h.pushFree(ov)
 		go h.runFree(ov, ctx)
-	} else {
-		l := &h.lanes[ln]
+	} else if l := &h.lanes[ln]; l.active {
 		l.push(ov)
-		if !l.active {
-			l.active = true
-			go h.runLane(ln)
-		}
+	} else if op == opWrite && h.raw != nil {
+		h.writeNow(ov) // unlocks h.mu
+		goto started
+	} else {
+		l.push(ov)
+		l.active = true
+		go h.runLane(ln, nil)
 	}
 	h.mu.Unlock()
+started:
 	// ov belongs to the operation now: it may even have completed and been
 	// dequeued (S46). Touch nothing of it.
 	if testHookStarted != nil {
@@ -626,21 +632,20 @@ func (h *Handle) unlinkFree(ov *Overlapped) {
 }
 
 // runLane runs lane ln's operations in order until its queue is empty.
-func (h *Handle) runLane(ln int) {
+// If first is not nil, it is the lane's cur already and runs first.
+func (h *Handle) runLane(ln int, first *Overlapped) {
 	l := &h.lanes[ln]
 	h.mu.Lock()
-	for {
-		ov := l.pop()
+	for ov := first; ; ov = nil {
 		if ov == nil {
-			l.active = false
-			h.mu.Unlock()
-			return
+			if ov = l.pop(); ov == nil {
+				l.active = false
+				h.mu.Unlock()
+				return
+			}
+			h.undoInterrupt(ln)
+			l.cur = ov
 		}
-		if l.dirty {
-			l.dirty = false
-			h.interrupt[ln](false) // a closed source says no; it matters not
-		}
-		l.cur = ov
 		h.mu.Unlock()
 
 		n, err := h.perform(ov, nil)
@@ -652,6 +657,50 @@ func (h *Handle) runLane(ln int) {
 		h.complete(ov, n, err, aborted)
 		h.mu.Lock()
 	}
+}
+
+// undoInterrupt clears the deadline that interrupted lane ln's last
+// operation, if one did, before the next starts. h.mu is held.
+func (h *Handle) undoInterrupt(ln int) {
+	if l := &h.lanes[ln]; l.dirty {
+		l.dirty = false
+		h.interrupt[ln](false) // a closed source says no; it matters not
+	}
+}
+
+// writeNow runs a Write on an idle write lane in the calling goroutine,
+// as far as the socket takes it without waiting: a socket whose buffer
+// has room takes a short write whole, and the operation then completes
+// with no goroutine started. What the socket does not take is left to the
+// lane's goroutine. Either way the packet is queued as for any operation.
+// h.mu is held on entry and released on return.
+func (h *Handle) writeNow(ov *Overlapped) {
+	l := &h.lanes[laneWrite]
+	l.active = true
+	l.cur = ov
+	h.undoInterrupt(laneWrite)
+	h.mu.Unlock()
+
+	o := &ov.o
+	o.written = h.raw.try(o.buf)
+	if o.written < len(o.buf) {
+		go h.runLane(laneWrite, ov)
+		return
+	}
+	h.mu.Lock()
+	l.cur = nil
+	aborted := h.finish(ov)
+	h.mu.Unlock()
+	// The lane stays active until the completion is queued, so that a
+	// Write started meanwhile completes after this one.
+	h.complete(ov, len(o.buf), nil, aborted)
+	h.mu.Lock()
+	if l.head != nil {
+		go h.runLane(laneWrite, nil)
+	} else {
+		l.active = false
+	}
+	h.mu.Unlock()
 }
 
 // runFree runs one free operation.
@@ -679,7 +728,8 @@ func (h *Handle) perform(ov *Overlapped, ctx context.Context) (int, error) {
 	case opRead:
 		return h.r.Read(o.buf)
 	case opWrite:
-		return h.w.Write(o.buf)
+		n, err := h.w.Write(o.buf[o.written:]) // writeNow may have written a part
+		return o.written + n, err
 	case opReadAt:
 		return h.ra.ReadAt(o.buf, ov.Offset)
 	case opWriteAt:
