@@ -17,6 +17,9 @@
 //	the thread waits on something else                         w.Block() ... w.Unblock()
 //	the thread exits                                           w.Close()
 //	CloseHandle(port)                                          port.Close()
+//	CreateIoCompletionPort(file, port, key, 0)                 port.Associate(source, key)
+//	ReadFile, WriteFile, AcceptEx... with an OVERLAPPED        h.Read(ov, buf), h.Write, h.Accept...
+//	CancelIoEx(file, ov)                                       h.Cancel(ov)
 //
 // Goroutines have no identity that a library may use, and a library cannot
 // see a goroutine block. That is why a worker is an explicit handle and
@@ -54,11 +57,38 @@
 // in a call chain that holds only a context can use [Blocking] with a
 // context made by [NewContext].
 //
+// # Associated sources
+//
+// [Port.Associate] ties a source to the port with a key: a net.Conn,
+// net.Listener or net.PacketConn, an *os.File, any io.Reader, io.Writer,
+// io.ReaderAt or io.WriterAt, or a [Func]. Operations started on the
+// returned [Handle] each take an [Overlapped] and complete with exactly
+// one packet carrying the key, the Overlapped, the bytes transferred and
+// the error; the Get that dequeues it fills in the Overlapped's result
+// fields. Per-operation state rides in [Overlapped.Value]. An operation
+// may complete, and be dequeued, before the call that started it returns,
+// so set everything the worker will need before that call.
+//
+// Go cannot wait for I/O without a goroutine, so each pending operation
+// has one: the reads of a handle run one after another on one goroutine,
+// the writes on another, positional operations and functions each on
+// their own. They exist while operations are pending and exit when the
+// handle is idle. A Write to a socket whose buffer has room completes in
+// the calling goroutine. The concurrency value bounds the workers, which
+// run the program's code; these goroutines only wait for the sources.
+//
+// [Handle.Cancel] interrupts a running operation through its source (a
+// deadline for sockets and pipes, the context for a Func); a source that
+// cannot be interrupted finishes the operation. [Handle.Close] aborts
+// everything pending and closes the source, and [Port.Close] closes every
+// handle of the port.
+//
 // # Memory model
 //
 // In the terms of https://go.dev/ref/mem: a Post that returns nil is
 // synchronized before the Get, TryGet or GetBatch that returns its packet,
-// and Close is synchronized before every call that returns [ErrClosed]
+// as the end of an associated operation is before the Get that returns its
+// completion, and Close is synchronized before every call that returns [ErrClosed]
 // because of it.
 //
 // # Platforms
@@ -67,6 +97,9 @@
 //
 // # Goroutine lifetime
 //
-// The package starts no goroutines. A closed port holds none and no
-// timers; every call parked on it returns [ErrClosed].
+// A port starts no goroutines. The operations of associated handles run
+// on goroutines that exit when the operation ends; Handle.Close and
+// Port.Close end every operation whose source a deadline, a context or
+// Close can interrupt. A closed port whose operations have ended holds no
+// goroutine and no timer; every call parked on it returns [ErrClosed].
 package iocp

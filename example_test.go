@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,4 +151,42 @@ func ExamplePort_Close() {
 	// Output:
 	// iocp: port closed
 	// iocp: port closed
+}
+
+// A connection and a listener associated with one port: every operation
+// completes there as a packet with the handle's key, and per-operation
+// state travels in the Overlapped.
+func ExamplePort_Associate() {
+	port, _ := iocp.NewPort(1)
+	defer port.Close() // closes the handles, and so the listener and connection
+
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	lh, _ := port.Associate(ln, "listener")
+	var accept iocp.Overlapped
+	lh.Accept(&accept)
+
+	client, _ := net.Dial("tcp", ln.Addr().String())
+	defer client.Close()
+	client.Write([]byte("hello"))
+
+	w := port.NewWorker()
+	pkt, _ := w.Get(context.Background())
+	fmt.Println(pkt.Key, "accepted:", pkt.Err == nil)
+
+	ch, _ := port.Associate(accept.Conn, "conn")
+	buf := make([]byte, 16)
+	read := iocp.Overlapped{Value: "first read"} // set before the operation starts
+	ch.Read(&read, buf)
+	pkt, _ = w.Get(context.Background())
+	fmt.Printf("%v: %s read %q\n", pkt.Key, pkt.Overlapped.Value, buf[:pkt.Bytes])
+
+	// Cancel ends a pending operation; its packet still comes, once.
+	ch.Read(&read, buf)
+	ch.Cancel(&read)
+	pkt, _ = w.Get(context.Background())
+	fmt.Println(pkt.Key, "aborted:", errors.Is(pkt.Err, iocp.ErrAborted))
+	// Output:
+	// listener accepted: true
+	// conn: first read read "hello"
+	// conn aborted: true
 }

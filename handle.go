@@ -160,10 +160,14 @@ func (ov *Overlapped) settle() {
 	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
 		return
 	}
+	// The result was written before the post that queued this packet, and
+	// that post is synchronized before the Get running this code.
 	o := &ov.o
 	ov.Bytes, ov.Err, ov.Addr, ov.Conn = o.n, o.err, o.addr, o.conn
 	o.n, o.err, o.addr, o.conn = 0, nil, nil, nil
-	o.state.Store(ovIdle) // the caller may start the next operation on it
+	// Hands the Overlapped back: the CAS in the next start synchronizes
+	// with this store, so that operation's writes come after this copy.
+	o.state.Store(ovIdle)
 }
 
 // discard drops a completed operation's result, for a packet that Close
@@ -509,6 +513,9 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 		return errNilOverlapped
 	}
 	o := &ov.o
+	// Takes the Overlapped: of two starts on it, one wins. The operation's
+	// fields, written next, reach its goroutine through h.mu, or through
+	// the go statement that starts that goroutine.
 	if !o.state.CompareAndSwap(ovIdle, ovPending) {
 		return ErrPending
 	}
@@ -766,10 +773,11 @@ func (h *Handle) complete(ov *Overlapped, n int, err error, aborted bool) {
 	}
 	o.buf, o.to, o.fn, o.cancel = nil, nil, nil, nil
 	o.n, o.err = n, err
+	// Marks the result as waiting for its dequeue; the post below, not
+	// this store, publishes it to the Get that returns the packet (a post
+	// is synchronized before that Get, as Post is).
 	o.state.Store(ovDone)
 	pkt := Packet{Key: h.key, Bytes: n, Overlapped: ov, Err: err}
-	// The port's queue push publishes ov's result to the Get that returns
-	// the packet, as a Post does.
 	for wait := time.Duration(0); ; {
 		switch h.p.post(&pkt, refuseCompletion) {
 		case nil:

@@ -748,10 +748,7 @@ func testS46(t *testing.T) {
 }
 
 func testS47(t *testing.T) {
-	type request struct {
-		id  int
-		buf []byte
-	}
+	type request struct{ id int }
 	p := newPort(t, 2)
 	h := associate(t, p, func(_ context.Context, ov *Overlapped) (int, error) {
 		return ov.Value.(*request).id, nil
