@@ -386,26 +386,14 @@ func (h *Handle) unsupported(op opKind) error {
 // ov belong to the operation until its packet is dequeued, which may
 // happen before Read returns (S46).
 func (h *Handle) Read(ov *Overlapped, buf []byte) error {
-	if h.r == nil {
-		return h.unsupported(opRead)
-	}
-	if len(buf) == 0 {
-		return errEmptyBuffer
-	}
-	return h.start(ov, opRead, laneRead, buf, nil, nil)
+	return h.startBuffered(h.r != nil, ov, opRead, laneRead, buf)
 }
 
 // Write starts writing buf to a source that is an io.Writer. The writes of
 // a handle, with its WriteTos, run one at a time in the order they were
 // started. See Read for what the caller hands over.
 func (h *Handle) Write(ov *Overlapped, buf []byte) error {
-	if h.w == nil {
-		return h.unsupported(opWrite)
-	}
-	if len(buf) == 0 {
-		return errEmptyBuffer
-	}
-	return h.start(ov, opWrite, laneWrite, buf, nil, nil)
+	return h.startBuffered(h.w != nil, ov, opWrite, laneWrite, buf)
 }
 
 // ReadAt starts reading into buf at ov.Offset from a source that is an
@@ -434,6 +422,18 @@ func (h *Handle) WriteAt(ov *Overlapped, buf []byte) error {
 	return h.start(ov, opWriteAt, laneNone, buf, nil, nil)
 }
 
+// startBuffered starts op with buf, if the source has the operation (has)
+// and buf is not empty.
+func (h *Handle) startBuffered(has bool, ov *Overlapped, op opKind, ln int, buf []byte) error {
+	switch {
+	case !has:
+		return h.unsupported(op)
+	case len(buf) == 0:
+		return errEmptyBuffer
+	}
+	return h.start(ov, op, ln, buf, nil, nil)
+}
+
 func positional(ov *Overlapped, buf []byte) error {
 	switch {
 	case len(buf) == 0:
@@ -459,13 +459,7 @@ func (h *Handle) Accept(ov *Overlapped) error {
 // packet is dequeued, ov.Addr is the sender's address. It runs in the read
 // lane. See Read for what the caller hands over.
 func (h *Handle) ReadFrom(ov *Overlapped, buf []byte) error {
-	if h.pc == nil {
-		return h.unsupported(opReadFrom)
-	}
-	if len(buf) == 0 {
-		return errEmptyBuffer
-	}
-	return h.start(ov, opReadFrom, laneRead, buf, nil, nil)
+	return h.startBuffered(h.pc != nil, ov, opReadFrom, laneRead, buf)
 }
 
 // WriteTo starts writing buf to addr on a net.PacketConn. It runs in the

@@ -624,21 +624,9 @@ func testS44(t *testing.T) {
 		_, server := tcpPair(t)
 		h := associate(t, p, server, "conn")
 		assert.ErrorIs(t, h.CancelAll(), ErrNotPending)
-		ovs := make([]Overlapped, 3)
-		require.NoError(t, h.Read(&ovs[0], make([]byte, 1)))
-		require.NoError(t, h.Read(&ovs[1], make([]byte, 1)))
-		require.NoError(t, h.Do(&ovs[2], func(ctx context.Context, _ *Overlapped) (int, error) {
-			<-ctx.Done()
-			return 0, ctx.Err()
-		}))
+		ovs := startThree(t, h)
 		require.NoError(t, h.CancelAll())
-		seen := map[*Overlapped]int{}
-		for range ovs {
-			pkt := next(t, w)
-			require.ErrorIs(t, pkt.Err, ErrAborted)
-			seen[pkt.Overlapped]++
-		}
-		assert.Equal(t, map[*Overlapped]int{&ovs[0]: 1, &ovs[1]: 1, &ovs[2]: 1}, seen)
+		abortedOnce(t, w, ovs)
 		nothingQueued(t, p)
 	})
 
@@ -656,6 +644,41 @@ func testS44(t *testing.T) {
 	})
 }
 
+// untilCancelled is a Func that runs until its context ends.
+func untilCancelled(ctx context.Context, _ *Overlapped) (int, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// startThree starts two reads and a function on h, none of which ends
+// until it is cancelled: the second read has not started, the first and
+// the function run.
+func startThree(t *testing.T, h *Handle) []Overlapped {
+	t.Helper()
+	ovs := make([]Overlapped, 3)
+	require.NoError(t, h.Read(&ovs[0], make([]byte, 1)))
+	require.NoError(t, h.Read(&ovs[1], make([]byte, 1)))
+	require.NoError(t, h.Do(&ovs[2], untilCancelled))
+	return ovs
+}
+
+// abortedOnce dequeues a packet for each of ovs and requires each to be
+// aborted, exactly once.
+func abortedOnce(t *testing.T, w *Worker, ovs []Overlapped) {
+	t.Helper()
+	seen := map[*Overlapped]int{}
+	for range ovs {
+		pkt := next(t, w)
+		require.ErrorIs(t, pkt.Err, ErrAborted)
+		seen[pkt.Overlapped]++
+	}
+	want := map[*Overlapped]int{}
+	for i := range ovs {
+		want[&ovs[i]] = 1
+	}
+	assert.Equal(t, want, seen)
+}
+
 func testS45(t *testing.T) {
 	t.Run("Handle.Close", func(t *testing.T) {
 		p := newPort(t, 1)
@@ -663,21 +686,9 @@ func testS45(t *testing.T) {
 		defer w.Close()
 		client, server := tcpPair(t)
 		h := associate(t, p, server, "conn")
-		ovs := make([]Overlapped, 3)
-		require.NoError(t, h.Read(&ovs[0], make([]byte, 1)))
-		require.NoError(t, h.Read(&ovs[1], make([]byte, 1)))
-		require.NoError(t, h.Do(&ovs[2], func(ctx context.Context, _ *Overlapped) (int, error) {
-			<-ctx.Done()
-			return 0, ctx.Err()
-		}))
+		ovs := startThree(t, h)
 		require.NoError(t, h.Close())
-		seen := map[*Overlapped]int{}
-		for range ovs {
-			pkt := next(t, w)
-			require.ErrorIs(t, pkt.Err, ErrAborted)
-			seen[pkt.Overlapped]++
-		}
-		assert.Equal(t, map[*Overlapped]int{&ovs[0]: 1, &ovs[1]: 1, &ovs[2]: 1}, seen)
+		abortedOnce(t, w, ovs)
 		nothingQueued(t, p)
 
 		// The source is released: closed, and free to associate again.
