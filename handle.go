@@ -33,6 +33,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -632,18 +633,32 @@ func (h *Handle) unlinkFree(ov *Overlapped) {
 	ov.o.prev, ov.o.next = nil, nil
 }
 
-// runLane runs lane ln's operations in order until its queue is empty.
-// If first is not nil, it is the lane's cur already and runs first.
+// runLane runs lane ln's operations in order until its queue is empty
+// and stays so across one yield. If first is not nil, it is the lane's
+// cur already and runs first.
 func (h *Handle) runLane(ln int, first *Overlapped) {
 	l := &h.lanes[ln]
 	h.mu.Lock()
+	lingered := false
 	for ov := first; ; ov = nil {
 		if ov == nil {
 			if ov = l.pop(); ov == nil {
+				// Before exiting, give the P away once: a worker that this
+				// lane's completion just released often starts the handle's
+				// next operation at once (a Read after a Write, say), and
+				// finds the lane still running, which saves a goroutine.
+				if !lingered {
+					lingered = true
+					h.mu.Unlock()
+					runtime.Gosched()
+					h.mu.Lock()
+					continue
+				}
 				l.active = false
 				h.mu.Unlock()
 				return
 			}
+			lingered = false
 			h.undoInterrupt(ln)
 			l.cur = ov
 		}
