@@ -561,13 +561,19 @@ started:
 // reset forgets an operation that did not start, or whose completion was
 // dropped, and makes the Overlapped idle.
 func (o *opState) reset() {
+	o.release()
+	o.n, o.err, o.addr, o.conn = 0, nil, nil, nil
+	o.h.Store((*Handle)(nil))
+	o.state.Store(ovIdle)
+}
+
+// release drops what the operation held: its buffer, its destination,
+// its function and the function's context.
+func (o *opState) release() {
 	if o.cancel != nil {
 		o.cancel()
 	}
 	o.buf, o.to, o.fn, o.cancel = nil, nil, nil, nil
-	o.n, o.err, o.addr, o.conn = 0, nil, nil, nil
-	o.h.Store((*Handle)(nil))
-	o.state.Store(ovIdle)
 }
 
 func (l *lane) push(ov *Overlapped) {
@@ -777,10 +783,7 @@ func (h *Handle) complete(ov *Overlapped, n int, err error, aborted bool) {
 	if aborted && err != nil {
 		err = &abortError{err}
 	}
-	if o.cancel != nil {
-		o.cancel()
-	}
-	o.buf, o.to, o.fn, o.cancel = nil, nil, nil, nil
+	o.release()
 	o.n, o.err = n, err
 	// Marks the result as waiting for its dequeue; the post below, not
 	// this store, publishes it to the Get that returns the packet (a post
