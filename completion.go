@@ -130,8 +130,9 @@ type Port struct {
 	wakeups   atomic.Uint64 // waiters released, for Stats
 	discarded atomic.Uint64 // packets dropped by Close, for Stats
 
-	hmu     sync.Mutex           // guards handles
-	handles map[*Handle]struct{} // associated and not closed; guarded by hmu
+	hmu        sync.Mutex           // guards handles
+	handles    map[*Handle]struct{} // associated and not closed; guarded by hmu
+	associated atomic.Bool          // a handle was ever associated: see settleAll
 
 	done     chan struct{} // closed by Close
 	drained  chan struct{} // closed when a draining port's queue is found empty

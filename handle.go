@@ -184,8 +184,15 @@ func (ov *Overlapped) discard() {
 	ov.o.reset()
 }
 
-// settleAll settles the Overlapped of each packet in pkts.
-func settleAll(pkts []Packet) {
+// settleAll settles the Overlapped of each packet in pkts, which a
+// worker of p has just dequeued. On a port that has never had a handle no
+// packet completes an operation, and the loop is skipped: Associate sets
+// the flag before any operation can start, and the post of a completion
+// is synchronized before the Get that runs this.
+func (p *Port) settleAll(pkts []Packet) {
+	if !p.associated.Load() {
+		return
+	}
 	for i := range pkts {
 		if ov := pkts[i].Overlapped; ov != nil {
 			ov.settle()
@@ -307,6 +314,7 @@ func (p *Port) Associate(source any, key any) (*Handle, error) {
 	}
 	if p.handles == nil {
 		p.handles = make(map[*Handle]struct{})
+		p.associated.Store(true)
 	}
 	p.handles[h] = struct{}{}
 	p.hmu.Unlock()

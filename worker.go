@@ -100,7 +100,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 		g := p.gate.Load()
 		if g&closedBit == 0 && running(g) <= p.concurrency {
 			if n := p.take(dst); n > 0 {
-				settleAll(dst[:n])
+				p.settleAll(dst[:n])
 				return n, nil
 			}
 		}
@@ -118,7 +118,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	if counted && running(g) <= p.concurrency || !counted && p.takeSlot() {
 		counted = true
 		if n := p.take(dst); n > 0 {
-			settleAll(dst[:n])
+			p.settleAll(dst[:n])
 			w.state.Store(stateRunning)
 			return n, nil
 		}
@@ -142,7 +142,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	dst[0] = w.handed[0]
 	w.handed[0] = Packet{}
 	n := 1 + p.take(dst[1:])
-	settleAll(dst[:n])
+	p.settleAll(dst[:n])
 	w.state.Store(stateRunning)
 	return n, nil
 }
