@@ -178,10 +178,17 @@ func (ov *Overlapped) discard() {
 	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
 		return
 	}
-	if c := ov.o.conn; c != nil {
-		c.Close()
+	ov.o.drop()
+}
+
+// drop forgets a completed operation's result that nobody will see: a
+// connection that an Accept made is closed, and the Overlapped becomes
+// idle.
+func (o *opState) drop() {
+	if o.conn != nil {
+		o.conn.Close()
 	}
-	ov.o.reset()
+	o.reset()
 }
 
 // settleAll settles the Overlapped of each packet in pkts, which a
@@ -265,10 +272,7 @@ type funcID struct{ p unsafe.Pointer }
 // value that has no identity: one that is not comparable (a struct holding
 // a slice, say), of which every copy is a different source.
 func sourceID(src any) any {
-	switch f := src.(type) {
-	case Func:
-		return funcID{*(*unsafe.Pointer)(unsafe.Pointer(&f))}
-	case func(context.Context, *Overlapped) (int, error):
+	if f := asFunc(src); f != nil {
 		return funcID{*(*unsafe.Pointer)(unsafe.Pointer(&f))}
 	}
 	if !reflect.TypeOf(src).Comparable() {
@@ -327,6 +331,18 @@ func (p *Port) Associate(source any, key any) (*Handle, error) {
 	return h, nil
 }
 
+// asFunc returns src as a Func if it is one, of the named type or of the
+// unnamed func type a literal has, and nil otherwise.
+func asFunc(src any) Func {
+	switch f := src.(type) {
+	case Func:
+		return f
+	case func(context.Context, *Overlapped) (int, error):
+		return f
+	}
+	return nil
+}
+
 func isNilable(k reflect.Kind) bool {
 	switch k {
 	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
@@ -344,12 +360,7 @@ type deadliner interface {
 // bind records the interfaces src has, and reports whether it has one
 // that makes an operation.
 func (h *Handle) bind(src any) bool {
-	switch f := src.(type) {
-	case Func:
-		h.fn = f
-	case func(context.Context, *Overlapped) (int, error):
-		h.fn = f
-	}
+	h.fn = asFunc(src)
 	h.r, _ = src.(io.Reader)
 	h.w, _ = src.(io.Writer)
 	h.ra, _ = src.(io.ReaderAt)
@@ -543,27 +554,39 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 		return err
 	}
 	o.h.Store(h)
-	if ln == laneNone {
-		h.pushFree(ov)
-		go h.runFree(ov, ctx)
-	} else if l := &h.lanes[ln]; l.active {
-		l.push(ov)
-	} else if op == opWrite && h.raw != nil {
-		h.writeNow(ov) // unlocks h.mu
-		goto started
-	} else {
-		l.push(ov)
-		l.active = true
-		go h.runLane(ln, nil)
-	}
-	h.mu.Unlock()
-started:
+	h.handOver(ov, ctx) // unlocks h.mu
 	// ov belongs to the operation now: it may even have completed and been
 	// dequeued (S46). Touch nothing of it.
 	if testHookStarted != nil {
 		testHookStarted()
 	}
 	return nil
+}
+
+// handOver gives the started operation ov to the goroutine that will run
+// it, or runs a socket Write at once (writeNow). h.mu is held on entry and
+// released on return.
+func (h *Handle) handOver(ov *Overlapped, ctx context.Context) {
+	o := &ov.o
+	if o.lane == laneNone {
+		h.pushFree(ov)
+		go h.runFree(ov, ctx)
+		h.mu.Unlock()
+		return
+	}
+	l := &h.lanes[o.lane]
+	switch {
+	case l.active:
+		l.push(ov)
+	case o.op == opWrite && h.raw != nil:
+		h.writeNow(ov)
+		return
+	default:
+		l.push(ov)
+		l.active = true
+		go h.runLane(int(o.lane), nil)
+	}
+	h.mu.Unlock()
 }
 
 // reset forgets an operation that did not start, or whose completion was
@@ -808,10 +831,7 @@ func (h *Handle) complete(ov *Overlapped, n int, err error, aborted bool) {
 			continue
 		}
 		// ErrClosed: nobody will dequeue it.
-		if c := o.conn; c != nil {
-			c.Close() // an accepted connection nobody will see
-		}
-		o.reset()
+		o.drop()
 		h.p.discarded.Add(1)
 		return
 	}
