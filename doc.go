@@ -73,8 +73,8 @@
 // has one: the reads of a handle run one after another on one goroutine,
 // the writes on another, positional operations and functions each on
 // their own. They exist while operations are pending and exit when the
-// handle is idle. A Write to a socket whose buffer has room completes in
-// the calling goroutine. The concurrency value bounds the workers, which
+// handle is idle. On unix systems a Write to a socket whose buffer has
+// room completes in the calling goroutine. The concurrency value bounds the workers, which
 // run the program's code; these goroutines only wait for the sources.
 //
 // [Handle.Cancel] interrupts a running operation through its source (a
