@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,8 @@ type Option func(*config) error
 
 type config struct {
 	queueLimit int
+	name       string
+	follow     bool
 }
 
 // maxQueueLimit bounds WithQueueLimit: a bounded queue is allocated whole
@@ -104,6 +107,18 @@ func WithQueueLimit(n int) Option {
 	}
 }
 
+// WithName names the port, for the labels and trace regions of its pool's
+// workers (see Port.NewPool). The name must not be empty.
+func WithName(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return errors.New("iocp: WithName with an empty name")
+		}
+		c.name = name
+		return nil
+	}
+}
+
 // A Port is a completion port: a FIFO queue of packets, the workers that
 // take them, and a concurrency value that bounds how many of those workers
 // run at once. See the package documentation for the model.
@@ -117,7 +132,11 @@ type Port struct {
 
 	q queue // lock-free; see ring.go
 
-	concurrency int // read-only after NewPort
+	// concurrency is the concurrency value C. It is fixed after NewPort
+	// unless the port follows GOMAXPROCS, whose goroutine stores it (see
+	// follow in runtime_hooks.go); every other access is a load.
+	concurrency atomic.Int64
+	name        string // read-only after NewPort
 
 	// mu guards the waiter stack (top and the Worker links) and the
 	// changes to W in gate, and serializes releases so that they follow
@@ -142,13 +161,15 @@ type Port struct {
 
 // NewPort makes a port whose concurrency value is concurrency, or
 // runtime.GOMAXPROCS(0) if concurrency is 0. The value is fixed for the
-// port's life. A negative concurrency, or an invalid option, returns an
-// error and no port.
+// port's life, unless a port made with 0 is given FollowGOMAXPROCS. A
+// negative concurrency, or an invalid option, returns an error and no
+// port.
 func NewPort(concurrency int, opts ...Option) (*Port, error) {
 	if concurrency < 0 || concurrency > maxConcurrency {
 		return nil, fmt.Errorf("iocp: concurrency %d out of range [0, %d]", concurrency, maxConcurrency)
 	}
-	if concurrency == 0 {
+	auto := concurrency == 0
+	if auto {
 		concurrency = runtime.GOMAXPROCS(0)
 	}
 	var c config
@@ -160,19 +181,37 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 			return nil, err
 		}
 	}
-	p := &Port{
-		concurrency: concurrency,
-		done:        make(chan struct{}),
-		drained:     make(chan struct{}),
+	if c.follow && !auto {
+		return nil, fmt.Errorf("iocp: FollowGOMAXPROCS with concurrency %d; it needs 0", concurrency)
 	}
+	p := &Port{
+		name:    c.name,
+		done:    make(chan struct{}),
+		drained: make(chan struct{}),
+	}
+	if p.name == "" {
+		p.name = "port-" + strconv.FormatUint(portSeq.Add(1), 10)
+	}
+	p.concurrency.Store(int64(concurrency))
 	p.q.init(c.queueLimit)
 	p.q.gate = &p.gate
 	p.oneShots.New = func() any { return p.NewWorker() }
+	if c.follow {
+		go p.follow()
+	}
 	return p, nil
 }
 
+// portSeq numbers the ports that were not named, for their default names.
+var portSeq atomic.Uint64
+
 // Concurrency returns the port's concurrency value.
-func (p *Port) Concurrency() int { return p.concurrency }
+func (p *Port) Concurrency() int { return int(p.concurrency.Load()) }
+
+// Name returns the port's name: the one given to WithName, or "port-N",
+// N counting the ports made without one. Pools label their workers with it
+// (see Port.NewPool).
+func (p *Port) Name() string { return p.name }
 
 // Post queues pkt, unchanged, at the tail of the port's queue; the port
 // then releases the most recent waiter with the oldest packet if fewer
@@ -252,7 +291,7 @@ func (p *Port) NewWorker() *Worker {
 func (p *Port) Stats() Stats {
 	g := p.gate.Load()
 	return Stats{
-		Concurrency: p.concurrency,
+		Concurrency: p.Concurrency(),
 		Running:     running(g),
 		Blocked:     int(p.blocked.Load()),
 		Waiting:     waiters(g),

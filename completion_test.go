@@ -153,6 +153,8 @@ func TestSpec(t *testing.T) {
 			{"negative queue limit", 1, []Option{WithQueueLimit(-3)}, "queue limit -3"},
 			{"huge queue limit", 1, []Option{WithQueueLimit(1 << 30)}, "out of range"},
 			{"nil option", 1, []Option{nil}, "nil Option"},
+			{"follow GOMAXPROCS with a fixed concurrency", 2, []Option{FollowGOMAXPROCS()}, "needs 0"},
+			{"empty name", 1, []Option{WithName("")}, "empty name"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				p, err := NewPort(tc.c, tc.opts...)

@@ -218,10 +218,11 @@ func (p *Port) settleAll(pkts []Packet) {
 //
 // The zero Handle is not usable. All methods are safe for concurrent use.
 type Handle struct {
-	p   *Port
-	key any
-	src any
-	id  any // the source's identity in the association registry; nil if it has none
+	p        *Port
+	key      any
+	src      any
+	callback Handler // Pool.Bind's; read-only
+	id       any     // the source's identity in the association registry; nil if it has none
 
 	// The source's interfaces, found once by Associate; read-only.
 	r      io.Reader
@@ -294,13 +295,22 @@ func sourceID(src any) any {
 //
 // Associate returns ErrClosed on a closed or draining port.
 func (p *Port) Associate(source any, key any) (*Handle, error) {
+	return p.associate(source, key, nil)
+}
+
+// associate is Associate; with a callback (Pool.Bind) the handle is its
+// own key.
+func (p *Port) associate(source any, key any, callback Handler) (*Handle, error) {
 	if source == nil {
 		return nil, fmt.Errorf("%w: nil source", ErrInvalid)
 	}
 	if v := reflect.ValueOf(source); isNilable(v.Kind()) && v.IsNil() {
 		return nil, fmt.Errorf("%w: nil %T source", ErrInvalid, source)
 	}
-	h := &Handle{p: p, key: key, src: source}
+	h := &Handle{p: p, key: key, src: source, callback: callback}
+	if callback != nil {
+		h.key = h
+	}
 	if !h.bind(source) {
 		return nil, fmt.Errorf("iocp: cannot associate a %T: %w", source, errors.ErrUnsupported)
 	}

@@ -20,6 +20,11 @@ package iocp
 //   - A waiter: add itself to the gate, then look at the queue (under the
 //     port's mutex, in releaseLocked).
 //
+// The concurrency value C is a fourth fact, but it changes only on a port
+// that follows GOMAXPROCS, and the same argument covers it: the change
+// stores C and then looks at the queue (setConcurrency), and every path
+// above loads C after its own change.
+//
 // Layout of the gate word:
 //
 //	bits  0-31  R, workers counted as running; may exceed the concurrency
@@ -60,7 +65,7 @@ func waiters(g uint64) int { return int(g & waiterMask >> 32) }
 // canRelease reports whether the gate word g lets a waiter go, should a
 // packet be queued: the port is open, someone waits and a slot is free.
 func (p *Port) canRelease(g uint64) bool {
-	return g&closedBit == 0 && g&waiterMask != 0 && running(g) < p.concurrency
+	return g&closedBit == 0 && g&waiterMask != 0 && running(g) < p.Concurrency()
 }
 
 // The gate bits that refuse a packet. Post is refused once Close or
@@ -90,7 +95,7 @@ func (p *Port) freeSlot() {
 func (p *Port) takeSlot() bool {
 	for {
 		g := p.gate.Load()
-		if g&closedBit != 0 || running(g) >= p.concurrency {
+		if g&closedBit != 0 || running(g) >= p.Concurrency() {
 			return false
 		}
 		if p.gate.CompareAndSwap(g, g+oneRunning) {

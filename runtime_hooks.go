@@ -1,6 +1,10 @@
 package iocp
 
-import "context"
+import (
+	"context"
+	"runtime"
+	"time"
+)
 
 // Helpers around Block and Unblock.
 //
@@ -47,4 +51,52 @@ func Blocking(ctx context.Context, fn func()) {
 		return
 	}
 	w.Blocking(fn)
+}
+
+// FollowGOMAXPROCS makes a port made with concurrency 0 keep its
+// concurrency value equal to runtime.GOMAXPROCS(0) as the program runs:
+// the runtime changes GOMAXPROCS when the process's CPU limit changes
+// (Go 1.25 and later, on Linux), and a program may call
+// runtime.GOMAXPROCS itself. The port looks once every followInterval, on
+// a goroutine that exits when the port is closed. When the value grows,
+// waiters are released into the new slots at once; when it shrinks,
+// workers that run beyond it finish their packets, as after Unblock's
+// overshoot, and no waiter is released until the count is below the new
+// value. NewPort returns an error if the option is given with a
+// concurrency other than 0. Without the option a port's concurrency value
+// is fixed at creation (SPEC S1).
+func FollowGOMAXPROCS() Option {
+	return func(c *config) error {
+		c.follow = true
+		return nil
+	}
+}
+
+// followInterval is how often a port made with FollowGOMAXPROCS reads
+// GOMAXPROCS.
+const followInterval = time.Second
+
+// follow keeps p's concurrency value equal to GOMAXPROCS until p closes.
+func (p *Port) follow() {
+	t := time.NewTicker(followInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+			p.setConcurrency(runtime.GOMAXPROCS(0))
+		}
+	}
+}
+
+// setConcurrency changes the concurrency value to c. A larger value
+// releases waiters into the new slots if packets are queued. The store
+// comes before release looks at the queue, which pairs with Post's push
+// before its load of the value (see limiter.go): either Post sees the new
+// value and releases, or release sees the packet.
+func (p *Port) setConcurrency(c int) {
+	if old := p.concurrency.Swap(int64(c)); int64(c) > old {
+		p.release()
+	}
 }

@@ -98,7 +98,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	// the slot up leaves R >= C, and it must wait.
 	if w.state.Load() == stateRunning {
 		g := p.gate.Load()
-		if g&closedBit == 0 && running(g) <= p.concurrency {
+		if g&closedBit == 0 && running(g) <= p.Concurrency() {
 			if n := p.take(dst); n > 0 {
 				p.settleAll(dst[:n])
 				return n, nil
@@ -115,7 +115,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 		w.leaveClosed(counted)
 		return 0, ErrClosed
 	}
-	if counted && running(g) <= p.concurrency || !counted && p.takeSlot() {
+	if counted && running(g) <= p.Concurrency() || !counted && p.takeSlot() {
 		counted = true
 		if n := p.take(dst); n > 0 {
 			p.settleAll(dst[:n])

@@ -1,0 +1,324 @@
+package iocp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"runtime/debug"
+	"runtime/pprof"
+	"runtime/trace"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// A Handler handles one packet in a Pool. ctx carries the worker that runs
+// it (see FromContext and Blocking), the pool's pprof labels, and is
+// cancelled when the pool is closed.
+type Handler func(ctx context.Context, pkt Packet)
+
+// A Pool is a set of workers that serve a port, each on its own goroutine,
+// each calling a handler for every packet it takes: the pre-allocated
+// thread pool of the Windows documentation, and with Bind the counterpart
+// of BindIoCompletionCallback. Port.NewPool makes one.
+//
+// A handler marks its waits with Blocking(ctx, fn) or FromContext(ctx), so
+// that another worker runs in its place; that is why a pool has more
+// workers than the concurrency value (twice as many by default, the
+// reference's rule of thumb). A panic in a handler is recovered and
+// reported with the packet and the stack (WithErrorHandler); the worker's
+// slot is freed, and the pool goes on serving with the same number of
+// workers.
+//
+// Each worker goroutine carries the pprof labels "iocp.port" (the port's
+// Name) and "iocp.worker" (its index, 0 to n-1), so CPU and goroutine
+// profiles show which port's work they ran; while runtime/trace is
+// tracing, each packet runs in a region named "iocp.packet".
+//
+// The zero Pool is not usable, and a Pool must not be copied. Its methods
+// are safe for concurrent use.
+type Pool struct {
+	port    *Port
+	handler Handler
+	onError func(error)
+	n       int
+
+	ctx    context.Context // the handlers' context, without the worker
+	cancel context.CancelFunc
+
+	live atomic.Int64  // worker goroutines that have not returned
+	done chan struct{} // closed by the last worker to return
+}
+
+// A PoolOption configures a pool made by Port.NewPool.
+type PoolOption func(*poolConfig) error
+
+type poolConfig struct {
+	onError func(error)
+}
+
+// WithErrorHandler has the pool report handler panics to fn, each as a
+// *PanicError, on the goroutine of the worker that recovered it. Without
+// it the pool logs them with the log package, stack included, as net/http
+// does for its handlers. fn must not be nil.
+func WithErrorHandler(fn func(error)) PoolOption {
+	return func(c *poolConfig) error {
+		if fn == nil {
+			return fmt.Errorf("%w: nil error handler", ErrInvalid)
+		}
+		c.onError = fn
+		return nil
+	}
+}
+
+// A PanicError is a panic recovered from a Pool's handler.
+type PanicError struct {
+	Packet Packet // the packet the handler was given
+	Value  any    // what the handler panicked with
+	Stack  []byte // the handler goroutine's stack at the panic
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("iocp: handler panic: %v (packet key %v)", e.Value, e.Packet.Key)
+}
+
+// Unwrap returns the panic value if it is an error, and nil otherwise.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// NewPool starts n workers that serve p, each taking packets with its own
+// Worker and calling handler for each one, with packets from bound handles
+// (see Pool.Bind) going to their own callbacks instead. n == 0 means twice
+// the port's concurrency value at this moment; n does not change
+// afterwards. A nil handler, a negative n or an invalid option is an
+// error, and so is a closed or draining port.
+//
+// The pool owns the port's shutdown: Pool.Shutdown drains and closes the
+// port, Pool.Close closes it, and both wait for the workers. A port is
+// served by one pool, possibly with workers of its own besides: they then
+// see the packets of bound handles too, whose Key is the Handle.
+func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error) {
+	if handler == nil {
+		return nil, fmt.Errorf("%w: nil Handler", ErrInvalid)
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("%w: pool of %d workers", ErrInvalid, n)
+	}
+	if n == 0 {
+		n = 2 * p.Concurrency()
+	}
+	c := poolConfig{onError: logPanic}
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, fmt.Errorf("%w: nil PoolOption", ErrInvalid)
+		}
+		if err := opt(&c); err != nil {
+			return nil, err
+		}
+	}
+	if refusing(p.gate.Load()) {
+		return nil, ErrClosed
+	}
+	pl := &Pool{port: p, handler: handler, onError: c.onError, n: n, done: make(chan struct{})}
+	pl.ctx, pl.cancel = context.WithCancel(context.Background())
+	pl.live.Store(int64(n))
+	for i := range n {
+		go pl.serve(i)
+	}
+	return pl, nil
+}
+
+// logPanic is a pool's error handler unless WithErrorHandler replaces it.
+func logPanic(err error) {
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		log.Printf("%v\n%s", err, pe.Stack)
+		return
+	}
+	log.Print(err)
+}
+
+// Port returns the port the pool serves.
+func (pl *Pool) Port() *Port { return pl.port }
+
+// Workers returns the number of workers in the pool.
+func (pl *Pool) Workers() int { return pl.n }
+
+// serve is the goroutine of worker i: it runs with the pool's pprof labels
+// until the port closes.
+func (pl *Pool) serve(i int) {
+	defer func() {
+		if pl.live.Add(-1) == 0 {
+			pl.cancel()
+			close(pl.done)
+		}
+	}()
+	labels := pprof.Labels("iocp.port", pl.port.Name(), "iocp.worker", strconv.Itoa(i))
+	pprof.Do(pl.ctx, labels, pl.loop)
+}
+
+// loop runs the pool's worker i until the port closes. A handler that
+// panics leaves its worker in whatever state it was in (running, or
+// blocked by a Block without its Unblock): the worker is closed, which
+// frees its slot, and a new one takes its place.
+func (pl *Pool) loop(ctx context.Context) {
+	for pl.port.gate.Load()&closedBit == 0 {
+		pl.work(ctx)
+	}
+}
+
+// work serves the port with one Worker until the port closes or a handler
+// panics.
+func (pl *Pool) work(ctx context.Context) {
+	w := pl.port.NewWorker()
+	defer w.Close()
+	ctx = NewContext(ctx, w)
+	for pl.next(ctx, w) {
+	}
+}
+
+// next takes one packet and handles it. It reports false when the worker
+// must go: the port is closed, or the handler panicked.
+func (pl *Pool) next(ctx context.Context, w *Worker) (ok bool) {
+	// The pool's context is cancelled only after the port is closed, so
+	// Get needs none: it returns ErrClosed then.
+	pkt, err := w.Get(context.Background())
+	if err != nil {
+		return false
+	}
+	defer func() {
+		if ok {
+			return
+		}
+		// A nil recover here is runtime.Goexit (panic(nil) recovers a
+		// *runtime.PanicNilError): the goroutine is ending, and work's
+		// deferred Close still runs.
+		if r := recover(); r != nil {
+			pl.onError(&PanicError{Packet: pkt, Value: r, Stack: debug.Stack()})
+		}
+	}()
+	if trace.IsEnabled() {
+		defer trace.StartRegion(ctx, "iocp.packet").End()
+	}
+	pl.dispatch(ctx, pkt)
+	return true
+}
+
+// dispatch calls the handler for pkt: the callback of the bound handle
+// that pkt completes an operation of, or the pool's handler.
+func (pl *Pool) dispatch(ctx context.Context, pkt Packet) {
+	if h, ok := pkt.Key.(*Handle); ok && h.callback != nil {
+		h.callback(ctx, pkt)
+		return
+	}
+	pl.handler(ctx, pkt)
+}
+
+// Bind associates source with the pool's port and has fn called, by the
+// pool's workers, for each completion of the operations started on the
+// returned Handle: BindIoCompletionCallback. The packets of a bound handle
+// carry the Handle itself as their Key, so that fn can start the next
+// operation on it. source is as for Port.Associate; a source already
+// associated, bound or not, returns ErrAssociated, and a nil fn is an
+// error.
+func (pl *Pool) Bind(source any, fn Handler) (*Handle, error) {
+	if fn == nil {
+		return nil, fmt.Errorf("%w: nil Handler", ErrInvalid)
+	}
+	return pl.port.associate(source, nil, fn)
+}
+
+// Shutdown shuts the pool's port down (Port.Shutdown: new Posts are
+// refused, the workers drain the queue, the port closes) and then waits
+// for every worker to return from its handler and exit. If ctx ends first
+// it returns ctx.Err(): the port goes on draining, or the workers on
+// finishing, and Shutdown may be called again, or Close, which discards
+// what is left of the queue. A second Shutdown, or one after Close, waits
+// in the same way and returns nil once the workers are gone.
+//
+// Shutdown of the Default pool panics.
+func (pl *Pool) Shutdown(ctx context.Context) error {
+	pl.mustNotBeDefault("Shutdown")
+	if err := pl.port.Shutdown(ctx); err != nil {
+		return err
+	}
+	return pl.wait(ctx)
+}
+
+// Close closes the pool's port, which discards the packets still queued
+// (Port.Close), cancels the handlers' context, and waits for every worker
+// to return from its handler and exit. It returns nil, every time.
+//
+// Close of the Default pool panics.
+func (pl *Pool) Close() error {
+	pl.mustNotBeDefault("Close")
+	pl.close()
+	return nil
+}
+
+func (pl *Pool) close() {
+	pl.port.Close()
+	pl.cancel()
+	<-pl.done
+}
+
+func (pl *Pool) wait(ctx context.Context) error {
+	select {
+	case <-pl.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// The default pool, made on first use.
+var defaultPool struct {
+	sync.Mutex
+	pl *Pool // guarded by the mutex
+}
+
+// Default returns the process's default pool, making it on first use: a
+// port named "default" whose concurrency value follows GOMAXPROCS,
+// served by twice GOMAXPROCS workers at the time it is made. It is the
+// counterpart of the system thread pool that BindIoCompletionCallback
+// uses, and is meant for Bind; packets posted to its port have no handler,
+// and each is reported to the log as an error. It is never shut down.
+func Default() *Pool {
+	defaultPool.Lock()
+	defer defaultPool.Unlock()
+	if defaultPool.pl == nil {
+		p, err := NewPort(0, FollowGOMAXPROCS(), WithName("default"))
+		if err != nil {
+			panic("iocp: the default port: " + err.Error())
+		}
+		pl, err := p.NewPool(0, unbound)
+		if err != nil {
+			panic("iocp: the default pool: " + err.Error())
+		}
+		defaultPool.pl = pl
+	}
+	return defaultPool.pl
+}
+
+// unbound is the default pool's handler: a packet there that no bound
+// handle completed is a mistake, and it is reported.
+func unbound(_ context.Context, pkt Packet) {
+	log.Printf("iocp: a packet posted to the default pool's port has no handler (key %v)", pkt.Key)
+}
+
+// Bind binds source to the Default pool: Default().Bind(source, fn).
+func Bind(source any, fn Handler) (*Handle, error) {
+	return Default().Bind(source, fn)
+}
+
+func (pl *Pool) mustNotBeDefault(call string) {
+	defaultPool.Lock()
+	isDefault := pl == defaultPool.pl
+	defaultPool.Unlock()
+	if isDefault {
+		panic("iocp: " + call + " of the Default pool")
+	}
+}
