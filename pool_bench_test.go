@@ -1,0 +1,186 @@
+package iocp
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// The pool's benchmarks run the pool beside the pools Go programs write
+// today, with the same concurrency value C = GOMAXPROCS:
+//
+//   - impl=chan: C goroutines that receive tasks from a buffered channel;
+//   - impl=semaphore: a goroutine per task, C at a time, bounded by
+//     golang.org/x/sync/semaphore.
+//
+//	go test -run '^$' -bench 'Pool' -count 6 > pool.txt
+//	go run golang.org/x/perf/cmd/benchstat@latest -col /impl pool.txt
+
+// BenchmarkPoolBlocking: each task does some CPU work and then waits 1 ms
+// (a database call, say). The pool's handler marks the wait with
+// Blocking, so another worker runs meanwhile; the other pools cannot, and
+// hold their slot through the wait. Reported: tasks/s, and cpu-max, the
+// most tasks seen in their CPU part at once, which must not exceed C.
+// impl=pool has the default 2C workers, impl=pool8x 8C.
+func BenchmarkPoolBlocking(b *testing.B) {
+	c := runtime.GOMAXPROCS(0)
+	for _, bc := range []struct {
+		name string
+		run  func(*testing.B, *blockingTask)
+	}{
+		{"pool", func(b *testing.B, t *blockingTask) { runPool(b, c, 2*c, t) }},
+		{"pool8x", func(b *testing.B, t *blockingTask) { runPool(b, c, 8*c, t) }},
+		{"semaphore", func(b *testing.B, t *blockingTask) { runSemaphore(b, c, t) }},
+		{"chan", func(b *testing.B, t *blockingTask) { runChanPool(b, c, t) }},
+	} {
+		b.Run("impl="+bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			t := &blockingTask{work: 20000, wait: time.Millisecond}
+			bc.run(b, t)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+			b.ReportMetric(float64(t.most.Load()), "cpu-max")
+			if int(t.most.Load()) > c {
+				b.Errorf("%d tasks in their CPU part at once, concurrency %d", t.most.Load(), c)
+			}
+		})
+	}
+}
+
+// BenchmarkPoolDispatch: tasks that do nothing, to measure what the
+// pool's dispatch costs per packet against a channel pool's receive.
+func BenchmarkPoolDispatch(b *testing.B) {
+	c := runtime.GOMAXPROCS(0)
+	b.Run("impl=pool", func(b *testing.B) {
+		b.ReportAllocs()
+		runPool(b, c, 2*c, &blockingTask{})
+	})
+	b.Run("impl=chan", func(b *testing.B) {
+		b.ReportAllocs()
+		runChanPool(b, c, &blockingTask{})
+	})
+}
+
+// A blockingTask is one unit of benchmark work: work rounds of arithmetic,
+// then a wait of wait.
+type blockingTask struct {
+	work int
+	wait time.Duration
+
+	inCPU, most atomic.Int32 // tasks in their CPU part now, and at most
+	sink        atomic.Uint64
+}
+
+// cpu does the task's CPU part.
+func (t *blockingTask) cpu() {
+	if t.work == 0 {
+		return
+	}
+	n := t.inCPU.Add(1)
+	for m := t.most.Load(); n > m && !t.most.CompareAndSwap(m, n); m = t.most.Load() {
+	}
+	x := uint64(n)
+	for range t.work { // xorshift: no memory traffic, no calls
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	t.sink.Add(x)
+	t.inCPU.Add(-1)
+}
+
+// The producers of runPool and runChanPool share one flow control, the
+// window of bench_test.go, so that neither queue grows past the other's:
+// a credit comes back after every creditBlock tasks, whoever ran them.
+type tasks struct {
+	win      window
+	finished atomic.Int64
+	done     sync.WaitGroup
+}
+
+func newTasks(n int) *tasks {
+	ts := &tasks{win: newWindow()}
+	ts.done.Add(n)
+	return ts
+}
+
+func (ts *tasks) finish() {
+	if ts.finished.Add(1)%creditBlock == 0 {
+		ts.win <- struct{}{}
+	}
+	ts.done.Done()
+}
+
+// runPool runs b.N tasks on a Pool of n workers on a port of concurrency
+// c; the handler marks the wait.
+func runPool(b *testing.B, c, n int, t *blockingTask) {
+	p, err := NewPort(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts := newTasks(b.N)
+	pl, err := p.NewPool(n, func(ctx context.Context, _ Packet) {
+		t.cpu()
+		if t.wait > 0 {
+			w := FromContext(ctx)
+			w.Block()
+			time.Sleep(t.wait)
+			w.Unblock()
+		}
+		ts.finish()
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pl.Close()
+	b.ResetTimer()
+	ts.win.produce(b.N, func(int) { p.Post(Packet{}) })
+	ts.done.Wait()
+	b.StopTimer()
+}
+
+// runSemaphore runs b.N tasks, each on its own goroutine, c at a time.
+func runSemaphore(b *testing.B, c int, t *blockingTask) {
+	sem := semaphore.NewWeighted(int64(c))
+	ctx := context.Background()
+	var done sync.WaitGroup
+	b.ResetTimer()
+	for range b.N {
+		sem.Acquire(ctx, 1)
+		done.Go(func() {
+			t.cpu()
+			time.Sleep(t.wait)
+			sem.Release(1)
+		})
+	}
+	done.Wait()
+	b.StopTimer()
+}
+
+// runChanPool runs b.N tasks on c goroutines fed by a buffered channel.
+func runChanPool(b *testing.B, c int, t *blockingTask) {
+	ch := make(chan struct{}, chanCap)
+	ts := newTasks(b.N)
+	var exited sync.WaitGroup
+	for range c {
+		exited.Go(func() {
+			for range ch {
+				t.cpu()
+				if t.wait > 0 {
+					time.Sleep(t.wait)
+				}
+				ts.finish()
+			}
+		})
+	}
+	defer exited.Wait()
+	defer close(ch)
+	b.ResetTimer()
+	ts.win.produce(b.N, func(int) { ch <- struct{}{} })
+	ts.done.Wait()
+	b.StopTimer()
+}
