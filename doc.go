@@ -83,6 +83,26 @@
 // everything pending and closes the source, and [Port.Close] closes every
 // handle of the port.
 //
+// # Pools
+//
+// [Port.NewPool] starts the workers a port needs and runs a [Handler] for
+// every packet, the pre-allocated thread pool the Windows documentation
+// pairs a port with: twice as many workers as the concurrency value by
+// default, so that a handler that blocks (marked with [Blocking] on its
+// context) has another worker take its slot. A handler's panic is
+// recovered and reported ([PanicError]), and the pool serves on;
+// [Pool.Shutdown] drains the queue, closes the port and waits for the
+// workers. [Pool.Bind] is BindIoCompletionCallback: the completions of a
+// source's operations call a function. [Default] is a process-wide pool,
+// made on first use, whose concurrency follows GOMAXPROCS, and [Bind]
+// binds to it.
+//
+// Pool workers carry pprof labels (the port's name, the worker's index),
+// and each packet runs in a runtime/trace region while tracing is on. A
+// port made with concurrency 0 and [FollowGOMAXPROCS] keeps its
+// concurrency value equal to GOMAXPROCS as the runtime or the program
+// changes it.
+//
 // # Memory model
 //
 // In the terms of https://go.dev/ref/mem: a Post that returns nil is
@@ -97,9 +117,13 @@
 //
 // # Goroutine lifetime
 //
-// A port starts no goroutines. The operations of associated handles run
-// on goroutines that exit when the operation ends; Handle.Close and
-// Port.Close end every operation whose source a deadline, a context or
-// Close can interrupt. A closed port whose operations have ended holds no
-// goroutine and no timer; every call parked on it returns [ErrClosed].
+// A port starts no goroutines, but for the one that a port made with
+// FollowGOMAXPROCS uses to watch GOMAXPROCS, which exits when the port is
+// closed. The operations of associated handles run on goroutines that
+// exit when the operation ends; Handle.Close and Port.Close end every
+// operation whose source a deadline, a context or Close can interrupt. A
+// closed port whose operations have ended holds no goroutine and no
+// timer; every call parked on it returns [ErrClosed]. A Pool's workers
+// exit once its port is closed and their handlers have returned;
+// Pool.Shutdown and Pool.Close wait for them.
 package iocp

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,54 @@ func ExamplePort_NewWorker() {
 	wg.Wait()
 	fmt.Println("total:", total.Load())
 	// Output: total: 5050
+}
+
+// A pool runs the workers: a handler per packet, twice as many workers as
+// the concurrency value, and a handler that waits on a lock says so, so
+// that another worker runs meanwhile.
+func ExamplePort_NewPool() {
+	port, _ := iocp.NewPort(2)
+	var mu sync.Mutex
+	var total int
+	pool, _ := port.NewPool(0, func(ctx context.Context, pkt iocp.Packet) {
+		iocp.Blocking(ctx, mu.Lock) // the slot goes to another worker while this one waits
+		total += pkt.Bytes
+		mu.Unlock()
+	})
+	for i := 1; i <= 100; i++ {
+		port.Post(iocp.Packet{Bytes: i})
+	}
+	pool.Shutdown(context.Background()) // drains the queue, closes the port, waits for the workers
+	fmt.Println("workers:", pool.Workers(), "total:", total)
+	// Output: workers: 4 total: 5050
+}
+
+// Bind has a function called for each completion of a source: here the
+// reads of a pipe, each callback starting the next read until the end.
+func ExamplePool_Bind() {
+	port, _ := iocp.NewPort(1)
+	pool, _ := port.NewPool(0, func(context.Context, iocp.Packet) {})
+	r, w, _ := os.Pipe()
+	var read iocp.Overlapped
+	buf := make([]byte, 64)
+	done := make(chan struct{})
+	h, _ := pool.Bind(r, func(ctx context.Context, pkt iocp.Packet) {
+		if pkt.Err != nil { // io.EOF once the writer is closed
+			fmt.Println("end:", pkt.Err)
+			close(done)
+			return
+		}
+		fmt.Printf("read %q\n", buf[:pkt.Bytes])
+		pkt.Key.(*iocp.Handle).Read(&read, buf) // a bound handle is its packets' key
+	})
+	h.Read(&read, buf)
+	w.Write([]byte("hello, port"))
+	w.Close()
+	<-done
+	pool.Shutdown(context.Background()) // closes the port, and with it the handle and r
+	// Output:
+	// read "hello, port"
+	// end: EOF
 }
 
 // Port.Get is a worker for one call: handy for one-off use, but the work
