@@ -1,6 +1,6 @@
 // Command echo is a TCP echo server on a completion port: the listener and
-// all its connections are associated with one port, and a pool of twice
-// the concurrency value in workers serves every completion.
+// all its connections are bound to one iocp.Pool, whose workers (twice
+// the concurrency value) run their callbacks for every completion.
 //
 // With no arguments it listens on a loopback port, runs its own clients
 // against itself for a few seconds, and prints the throughput, latency
@@ -95,7 +95,7 @@ func run(serve string, conns, size int, duration time.Duration, concurrency int)
 	fmt.Printf("requests:   %d in %v, %.0f/s\n", len(lat), elapsed.Round(time.Millisecond), float64(len(lat))/elapsed.Seconds())
 	fmt.Printf("latency:    p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n",
 		pct(0.50), pct(0.90), pct(0.99), pct(0.999), pct(1))
-	st := s.port.Stats()
+	st := s.pool.Port().Stats()
 	fmt.Printf("port stats: concurrency %d, running %d, blocked %d, waiting %d, queued %d, wakeups %d, discarded %d\n",
 		st.Concurrency, st.Running, st.Blocked, st.Waiting, st.Queued, st.Wakeups, st.Discarded)
 	fmt.Printf("handlers:   at most %d running at once (concurrency %d)\n", s.maxInFlight.Load(), concurrency)

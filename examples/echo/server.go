@@ -15,23 +15,18 @@ import (
 const bufSize = 4 << 10
 
 // portServer is an echo server on a completion port: the listener and
-// every connection are associated with one port, and a fixed pool of
-// workers serves all their completions.
+// every connection are bound to one pool, whose workers run their
+// callbacks for all their completions.
 type portServer struct {
-	port     *iocp.Port
+	pool     *iocp.Pool
 	ln       *iocp.Handle
 	acceptOv iocp.Overlapped
-	workers  sync.WaitGroup
 
-	inFlight, maxInFlight atomic.Int64 // handlers running now, and at most
+	inFlight, maxInFlight atomic.Int64 // callbacks running now, and at most
 }
 
-// listenerKey is the listener's completion key.
-type listenerKey struct{}
-
-// conn is a connection's completion key and all its state. It has one
-// operation pending at a time, so only the worker that dequeued its last
-// completion touches it.
+// conn is a connection's state. It has one operation pending at a time,
+// so only the worker that runs its callback touches it.
 type conn struct {
 	h       *iocp.Handle
 	ov      iocp.Overlapped
@@ -39,60 +34,50 @@ type conn struct {
 	reading bool
 }
 
-// startPortServer serves ln with a port of the given concurrency and
-// workers goroutines, each a Worker of the port.
+// startPortServer serves ln with a pool of workers on a port of the given
+// concurrency.
 func startPortServer(ln net.Listener, concurrency, workers int) (*portServer, error) {
-	port, err := iocp.NewPort(concurrency)
+	port, err := iocp.NewPort(concurrency, iocp.WithName("echo"))
 	if err != nil {
 		return nil, err
 	}
-	s := &portServer{port: port}
-	if s.ln, err = port.Associate(ln, listenerKey{}); err != nil {
+	s := &portServer{}
+	// Every completion comes from a bound source; nothing is posted.
+	s.pool, err = port.NewPool(workers, func(context.Context, iocp.Packet) {})
+	if err != nil {
 		port.Close()
 		return nil, err
 	}
-	if err := s.ln.Accept(&s.acceptOv); err != nil {
-		port.Close()
-		return nil, err
+	if s.ln, err = s.pool.Bind(ln, s.counted(s.accepted)); err == nil {
+		err = s.ln.Accept(&s.acceptOv)
 	}
-	for range workers {
-		s.workers.Add(1)
-		go s.work()
+	if err != nil {
+		s.pool.Close()
+		return nil, err
 	}
 	return s, nil
 }
 
-func (s *portServer) work() {
-	defer s.workers.Done()
-	w := s.port.NewWorker()
-	defer w.Close()
-	for {
-		pkt, err := w.Get(context.Background())
-		if err != nil {
-			return // the port is closed
-		}
+// counted wraps a callback to keep count of how many run at once.
+func (s *portServer) counted(fn iocp.Handler) iocp.Handler {
+	return func(ctx context.Context, pkt iocp.Packet) {
 		n := s.inFlight.Add(1)
 		for m := s.maxInFlight.Load(); n > m && !s.maxInFlight.CompareAndSwap(m, n); m = s.maxInFlight.Load() {
 		}
-		switch k := pkt.Key.(type) {
-		case listenerKey:
-			s.accepted(pkt)
-		case *conn:
-			k.completed(pkt)
-		}
+		fn(ctx, pkt)
 		s.inFlight.Add(-1)
 	}
 }
 
-// accepted associates a new connection, starts reading it, and accepts the
+// accepted binds a new connection, starts reading it, and accepts the
 // next one.
-func (s *portServer) accepted(pkt iocp.Packet) {
+func (s *portServer) accepted(_ context.Context, pkt iocp.Packet) {
 	if errors.Is(pkt.Err, iocp.ErrAborted) {
 		return // the listener is closing
 	}
 	if pkt.Err == nil {
 		c := &conn{buf: make([]byte, bufSize), reading: true}
-		h, err := s.port.Associate(s.acceptOv.Conn, c)
+		h, err := s.pool.Bind(s.acceptOv.Conn, s.counted(c.completed))
 		if err == nil {
 			c.h = h
 			if c.h.Read(&c.ov, c.buf) != nil {
@@ -108,7 +93,7 @@ func (s *portServer) accepted(pkt iocp.Packet) {
 // completed echoes what a read brought, and reads again once it is
 // written. The state changes before the next operation starts: its
 // completion may be dequeued by another worker before the call returns.
-func (c *conn) completed(pkt iocp.Packet) {
+func (c *conn) completed(_ context.Context, pkt iocp.Packet) {
 	if pkt.Err != nil || pkt.Bytes == 0 {
 		c.h.Close() // io.EOF, the peer went away, or an abort
 		return
@@ -128,10 +113,7 @@ func (c *conn) completed(pkt iocp.Packet) {
 
 // Close closes the port, which closes the listener and every connection,
 // and waits for the workers to return.
-func (s *portServer) Close() {
-	s.port.Close()
-	s.workers.Wait()
-}
+func (s *portServer) Close() { s.pool.Close() }
 
 // goServer is the echo server Go programs usually write: a goroutine per
 // connection.
