@@ -93,8 +93,8 @@ func (e *PanicError) Unwrap() error {
 // Worker and calling handler for each one, with packets from bound handles
 // (see Pool.Bind) going to their own callbacks instead. n == 0 means twice
 // the port's concurrency value at this moment; n does not change
-// afterwards. A nil handler, a negative n or an invalid option is an
-// error, and so is a closed or draining port.
+// afterwards. A nil handler, n < 0 or n > 1<<20 (from NewPool(0) too), an
+// invalid option, and a closed or draining port are errors.
 //
 // The pool owns the port's shutdown: Pool.Shutdown drains and closes the
 // port, Pool.Close closes it, and both wait for the workers. A port is
@@ -109,6 +109,9 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	}
 	if n == 0 {
 		n = 2 * p.Concurrency()
+	}
+	if n > maxWorkers {
+		return nil, fmt.Errorf("%w: pool of %d workers, more than %d", ErrInvalid, n, maxWorkers)
 	}
 	c := poolConfig{onError: logPanic}
 	for _, opt := range opts {
@@ -130,6 +133,11 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	}
 	return pl, nil
 }
+
+// maxWorkers bounds a pool: a million goroutines is well past any use of
+// one, and a mistake such as NewPool(0) on a port of concurrency 1<<30
+// gets an error instead of exhausting memory.
+const maxWorkers = 1 << 20
 
 // logPanic is a pool's error handler unless WithErrorHandler replaces it.
 func logPanic(err error) {
@@ -239,7 +247,8 @@ func (pl *Pool) Bind(source any, fn Handler) (*Handle, error) {
 // what is left of the queue. A second Shutdown, or one after Close, waits
 // in the same way and returns nil once the workers are gone.
 //
-// Shutdown of the Default pool panics.
+// A handler must not call Shutdown or Close of its own pool: they wait for
+// it. Shutdown of the Default pool panics.
 func (pl *Pool) Shutdown(ctx context.Context) error {
 	pl.mustNotBeDefault("Shutdown")
 	if err := pl.port.Shutdown(ctx); err != nil {

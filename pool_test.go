@@ -90,6 +90,7 @@ func TestPool(t *testing.T) {
 		}{
 			{"nil handler", 1, nil, nil, "nil Handler"},
 			{"negative n", -1, nop, nil, "pool of -1 workers"},
+			{"too many", 1<<20 + 1, nop, nil, "more than 1048576"},
 			{"nil option", 1, nop, []PoolOption{nil}, "nil PoolOption"},
 			{"nil error handler", 1, nop, []PoolOption{WithErrorHandler(nil)}, "nil error handler"},
 		} {
@@ -101,13 +102,15 @@ func TestPool(t *testing.T) {
 			})
 		}
 		assert.Equal(t, Stats{Concurrency: 1}, p.Stats(), "no worker was started")
+		_, err := newPort(t, 1<<30).NewPool(0, nop)
+		assert.ErrorIs(t, err, ErrInvalid, "the default of twice a huge concurrency")
 
 		draining := newPort(t, 1)
 		post(t, draining, "keeps the port draining")
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		require.ErrorIs(t, draining.Shutdown(ctx), context.Canceled)
-		_, err := draining.NewPool(1, nop)
+		_, err = draining.NewPool(1, nop)
 		assert.ErrorIs(t, err, ErrClosed, "draining")
 		draining.Close()
 		_, err = draining.NewPool(1, nop)
