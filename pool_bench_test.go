@@ -81,8 +81,7 @@ func (t *blockingTask) cpu() {
 		return
 	}
 	n := t.inCPU.Add(1)
-	for m := t.most.Load(); n > m && !t.most.CompareAndSwap(m, n); m = t.most.Load() {
-	}
+	raise(&t.most, n)
 	x := uint64(n)
 	for range t.work { // xorshift: no memory traffic, no calls
 		x ^= x << 13

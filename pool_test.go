@@ -192,12 +192,7 @@ func TestPool(t *testing.T) {
 
 	t.Run("ShutdownDrains", func(t *testing.T) {
 		p := newPort(t, 1)
-		start := make(chan struct{})
-		var handled atomic.Int32
-		pl := newPool(t, p, 2, func(context.Context, Packet) {
-			<-start
-			handled.Add(1)
-		})
+		pl, start, handled := gatedPool(t, p)
 		const n = 100
 		for i := range n {
 			post(t, p, i)
@@ -220,12 +215,7 @@ func TestPool(t *testing.T) {
 
 	t.Run("ShutdownDeadline", func(t *testing.T) {
 		p := newPort(t, 1)
-		release := make(chan struct{})
-		var handled atomic.Int32
-		pl := newPool(t, p, 2, func(context.Context, Packet) {
-			<-release
-			handled.Add(1)
-		})
+		pl, release, handled := gatedPool(t, p)
 		post(t, p, 1, 2, 3)
 		eventually(t, func() bool { return p.Stats().Running == 1 }, "a handler holds the slot")
 		ctx, cancel := context.WithCancel(context.Background())
@@ -324,6 +314,24 @@ func TestPool(t *testing.T) {
 		trace.Stop()
 		assert.Contains(t, buf.String(), "iocp.packet", "the trace names the region")
 	})
+}
+
+// gatedPool starts a pool of 2 workers on p whose handlers wait until
+// the returned channel is closed, and then count the packet.
+func gatedPool(t *testing.T, p *Port) (pl *Pool, gate chan struct{}, handled *atomic.Int32) {
+	gate = make(chan struct{})
+	handled = new(atomic.Int32)
+	pl = newPool(t, p, 2, func(context.Context, Packet) {
+		<-gate
+		handled.Add(1)
+	})
+	return pl, gate, handled
+}
+
+// raise makes m at least n.
+func raise(m *atomic.Int32, n int32) {
+	for old := m.Load(); n > old && !m.CompareAndSwap(old, n); old = m.Load() {
+	}
 }
 
 // logSink is a log output that sends each message to a channel.
@@ -463,9 +471,7 @@ func TestPoolExactlyOnce(t *testing.T) {
 	)
 	pl := newPool(t, p, 3*c, func(ctx context.Context, pkt Packet) {
 		id := pkt.Key.(int)
-		n := inFlight.Add(1)
-		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-		}
+		raise(&most, inFlight.Add(1))
 		seen[id].Add(1)
 		action := pkt.Bytes
 		inFlight.Add(-1) // before the slot can be freed, by Block or by the panic

@@ -57,7 +57,7 @@ func Blocking(ctx context.Context, fn func()) {
 // concurrency value equal to runtime.GOMAXPROCS(0) as the program runs:
 // the runtime changes GOMAXPROCS when the process's CPU limit changes
 // (Go 1.25 and later, on Linux), and a program may call
-// runtime.GOMAXPROCS itself. The port looks once every followInterval, on
+// runtime.GOMAXPROCS itself. The port looks once a second, on
 // a goroutine that exits when the port is closed. When the value grows,
 // waiters are released into the new slots at once; when it shrinks,
 // workers that run beyond it finish their packets, as after Unblock's
