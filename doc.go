@@ -113,7 +113,9 @@
 //
 // # Platforms
 //
-// The port is pure Go and behaves the same on every platform Go supports.
+// The port is pure Go and behaves the same on every platform Go supports,
+// but for what the sources themselves allow: on Windows the ends of
+// os.Pipe have no deadlines, so their operations cannot be cancelled.
 //
 // # Goroutine lifetime
 //

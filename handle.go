@@ -314,16 +314,25 @@ func (p *Port) associate(source any, key any, callback Handler) (*Handle, error)
 		return nil, fmt.Errorf("iocp: cannot associate a %T: %w", source, errors.ErrUnsupported)
 	}
 	h.id = sourceID(source)
+	if err := p.register(h); err != nil {
+		return nil, err
+	}
+	h.setInterrupts(source)
+	return h, nil
+}
 
+// register enters h in the registry of sources and in p's handles, or
+// returns why it cannot be.
+func (p *Port) register(h *Handle) error {
 	sources.Lock()
 	defer sources.Unlock()
 	if h.id != nil && sources.m[h.id] != nil {
-		return nil, fmt.Errorf("%w: %T", ErrAssociated, source)
+		return fmt.Errorf("%w: %T", ErrAssociated, h.src)
 	}
 	p.hmu.Lock()
 	if refusing(p.gate.Load()) {
 		p.hmu.Unlock()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	if p.handles == nil {
 		p.handles = make(map[*Handle]struct{})
@@ -337,7 +346,7 @@ func (p *Port) associate(source any, key any, callback Handler) (*Handle, error)
 		}
 		sources.m[h.id] = h
 	}
-	return h, nil
+	return nil
 }
 
 // asFunc returns src as a Func if it is one, of the named type or of the
@@ -377,14 +386,30 @@ func (h *Handle) bind(src any) bool {
 	h.ln, _ = src.(net.Listener)
 	h.pc, _ = src.(net.PacketConn)
 	h.raw = newRawWriter(src)
+	return h.fn != nil || h.r != nil || h.w != nil || h.ra != nil || h.wa != nil || h.ln != nil || h.pc != nil
+}
+
+// setInterrupts finds how operations on src can be interrupted: by the
+// deadlines of net sources and of files that can be polled. A source
+// with the methods may still refuse deadlines (a regular file; os.Pipe's
+// ends on Windows, which cannot be polled): clearing them tells, and such
+// a source cannot be interrupted. It runs once the source is registered
+// to h, so that it never touches the deadlines of a source that another
+// handle owns.
+func (h *Handle) setInterrupts(src any) {
 	if d, ok := src.(deadliner); ok {
-		h.interrupt[laneRead] = func(now bool) error { return d.SetReadDeadline(deadline(now)) }
-		h.interrupt[laneWrite] = func(now bool) error { return d.SetWriteDeadline(deadline(now)) }
+		if d.SetReadDeadline(time.Time{}) == nil {
+			h.interrupt[laneRead] = func(now bool) error { return d.SetReadDeadline(deadline(now)) }
+		}
+		if d.SetWriteDeadline(time.Time{}) == nil {
+			h.interrupt[laneWrite] = func(now bool) error { return d.SetWriteDeadline(deadline(now)) }
+		}
 	} else if d, ok := src.(interface{ SetDeadline(time.Time) error }); ok && h.ln != nil {
 		// A listener has one deadline, for Accept, in the read lane.
-		h.interrupt[laneRead] = func(now bool) error { return d.SetDeadline(deadline(now)) }
+		if d.SetDeadline(time.Time{}) == nil {
+			h.interrupt[laneRead] = func(now bool) error { return d.SetDeadline(deadline(now)) }
+		}
 	}
-	return h.fn != nil || h.r != nil || h.w != nil || h.ra != nil || h.wa != nil || h.ln != nil || h.pc != nil
 }
 
 func deadline(now bool) time.Time {
