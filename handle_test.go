@@ -54,6 +54,15 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
+// cancelRunning starts an operation on ov with start, waits until it runs
+// in h's read lane, and cancels it.
+func cancelRunning(t *testing.T, h *Handle, ov *Overlapped, start func() error) {
+	t.Helper()
+	require.NoError(t, start())
+	untilRunning(t, h, laneRead)
+	require.NoError(t, h.Cancel(ov))
+}
+
 // listenUDP returns a UDP socket on loopback, or skips the test under
 // Wine, where Go's UDP sockets cannot be made: the WSAIoctl that turns off
 // connection-reset reports fails there with WSAEOPNOTSUPP.
@@ -547,9 +556,7 @@ func testS44(t *testing.T) {
 		h := associate(t, p, server, "conn")
 		var ov Overlapped
 		buf := make([]byte, 8)
-		require.NoError(t, h.Read(&ov, buf))
-		untilRunning(t, h, laneRead)
-		require.NoError(t, h.Cancel(&ov))
+		cancelRunning(t, h, &ov, func() error { return h.Read(&ov, buf) })
 		pkt := aborted(t, &ov)
 		assert.ErrorIs(t, pkt.Err, os.ErrDeadlineExceeded, "interrupted by a deadline")
 		nothingQueued(t, p)
@@ -612,9 +619,7 @@ func testS44(t *testing.T) {
 		h := associate(t, p, r, "reader")
 		var ov Overlapped
 		buf := make([]byte, 8)
-		require.NoError(t, h.Read(&ov, buf))
-		untilRunning(t, h, laneRead)
-		require.NoError(t, h.Cancel(&ov))
+		cancelRunning(t, h, &ov, func() error { return h.Read(&ov, buf) })
 		nothingQueued(t, p)
 		r.release <- "late"
 		pkt := next(t, w)
@@ -628,9 +633,7 @@ func testS44(t *testing.T) {
 		require.NoError(t, err)
 		hl := associate(t, p, ln, "ln")
 		var aov Overlapped
-		require.NoError(t, hl.Accept(&aov))
-		untilRunning(t, hl, laneRead)
-		require.NoError(t, hl.Cancel(&aov))
+		cancelRunning(t, hl, &aov, func() error { return hl.Accept(&aov) })
 		aborted(t, &aov)
 
 		// The listener accepts again.
@@ -656,9 +659,7 @@ func testS44(t *testing.T) {
 		}
 		hr := associate(t, p, r, "pipe")
 		var rov Overlapped
-		require.NoError(t, hr.Read(&rov, make([]byte, 4)))
-		untilRunning(t, hr, laneRead)
-		require.NoError(t, hr.Cancel(&rov))
+		cancelRunning(t, hr, &rov, func() error { return hr.Read(&rov, make([]byte, 4)) })
 		aborted(t, &rov)
 	})
 
