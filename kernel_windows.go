@@ -50,7 +50,9 @@ func (k *kernelPort) get(dst []Packet, timeout uint32) (int, error) {
 	var qty uint32
 	var key uintptr
 	var ov *windows.Overlapped
-	if err := windows.GetQueuedCompletionStatus(k.h, &qty, &key, &ov, timeout); err != nil && ov == nil {
+	// Only posted packets reach this port so far, and they carry no
+	// OVERLAPPED: an error is the call's own, never a failed operation's.
+	if err := windows.GetQueuedCompletionStatus(k.h, &qty, &key, &ov, timeout); err != nil {
 		return 0, kernelError("GetQueuedCompletionStatus", err)
 	}
 	dst[0] = k.slots.take(key)

@@ -2,7 +2,6 @@ package iocp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log"
 	"runtime/debug"
@@ -140,13 +139,9 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 const maxWorkers = 1 << 20
 
 // logPanic is a pool's error handler unless WithErrorHandler replaces it.
+// A pool reports nothing but its handlers' panics.
 func logPanic(err error) {
-	var pe *PanicError
-	if errors.As(err, &pe) {
-		log.Printf("%v\n%s", err, pe.Stack)
-		return
-	}
-	log.Print(err)
+	log.Printf("%v\n%s", err, err.(*PanicError).Stack)
 }
 
 // Port returns the port the pool serves.
@@ -168,7 +163,7 @@ func (pl *Pool) serve(i int) {
 	pprof.Do(pl.ctx, labels, pl.loop)
 }
 
-// loop runs the pool's worker i until the port closes. A handler that
+// loop runs one of the pool's workers until the port closes. A handler that
 // panics leaves its worker in whatever state it was in (running, or
 // blocked by a Block without its Unblock): the worker is closed, which
 // frees its slot, and a new one takes its place.
