@@ -9,7 +9,8 @@ import (
 
 // TestAllocs requires the hot calls to allocate nothing, with a context
 // that never ends and with a cancellable one, on the path that finds a
-// packet and on the path that parks. .ci/run runs it without -race.
+// packet and on the path that parks; on the native backend, a park with a
+// cancellable context allocates once. .ci/run runs it without -race.
 func TestAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates; run without -race")
@@ -69,7 +70,13 @@ func TestAllocs(t *testing.T) {
 				}
 			}()
 			w.Close() // leave the slot to the parked worker
-			assert.Zero(t, testing.AllocsPerRun(1000, func() {
+			want := 0.0
+			if *nativeFlag && ctx.Done() != nil {
+				// A kernel wait that a context can end needs that
+				// context's AfterFunc, which allocates its registration.
+				want = 1
+			}
+			assert.Equal(t, want, testing.AllocsPerRun(1000, func() {
 				p.Post(Packet{Key: 1})
 				<-ack
 			}), "Post to a parked worker")

@@ -87,6 +87,7 @@ type config struct {
 	queueLimit int
 	name       string
 	follow     bool
+	native     bool
 }
 
 // maxQueueLimit bounds WithQueueLimit: a bounded queue is allocated whole
@@ -136,7 +137,8 @@ type Port struct {
 	// unless the port follows GOMAXPROCS, whose goroutine stores it (see
 	// follow in runtime_hooks.go); every other access is a load.
 	concurrency atomic.Int64
-	name        string // read-only after NewPort
+	name        string      // read-only after NewPort
+	native      *nativePort // nil for the pure-Go port; read-only after NewPort
 
 	// mu guards the waiter stack (top and the Worker links) and the
 	// changes to W in gate, and serializes releases so that they follow
@@ -184,8 +186,19 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 	if c.follow && !auto {
 		return nil, fmt.Errorf("iocp: FollowGOMAXPROCS with concurrency %d; it needs 0", concurrency)
 	}
+	if c.follow && c.native {
+		return nil, errors.New("iocp: FollowGOMAXPROCS with WithNative: the kernel fixes a native port's concurrency value")
+	}
+	var native *nativePort
+	if c.native {
+		var err error
+		if native, err = newNative(concurrency, c.queueLimit); err != nil {
+			return nil, err
+		}
+	}
 	p := &Port{
 		name:    c.name,
+		native:  native,
 		done:    make(chan struct{}),
 		drained: make(chan struct{}),
 	}
@@ -193,8 +206,10 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 		p.name = "port-" + strconv.FormatUint(portSeq.Add(1), 10)
 	}
 	p.concurrency.Store(int64(concurrency))
-	p.q.init(c.queueLimit)
-	p.q.gate = &p.gate
+	if native == nil {
+		p.q.init(c.queueLimit)
+		p.q.gate = &p.gate
+	}
 	p.oneShots.New = func() any { return p.NewWorker() }
 	if c.follow {
 		go p.follow()
@@ -229,6 +244,9 @@ func (p *Port) post(pkt *Packet, refuse uint64) error {
 	g := p.gate.Load()
 	if g&refuse != 0 {
 		return ErrClosed
+	}
+	if p.native != nil {
+		return p.native.post(pkt)
 	}
 	// A waiter can run and nothing is queued ahead: hand the packet over
 	// without going through the ring.
@@ -295,7 +313,7 @@ func (p *Port) Stats() Stats {
 		Running:     running(g),
 		Blocked:     int(p.blocked.Load()),
 		Waiting:     waiters(g),
-		Queued:      p.q.len(),
+		Queued:      p.queueLen(),
 		Wakeups:     p.wakeups.Load(),
 		Discarded:   p.discarded.Load(),
 	}
@@ -310,6 +328,9 @@ func (p *Port) Stats() Stats {
 // Memory model: Close is synchronized before every call that returns
 // ErrClosed because of it.
 func (p *Port) Close() error {
+	if p.native != nil {
+		return p.closeNative()
+	}
 	p.mu.Lock()
 	g := p.gate.Load()
 	if g&closedBit != 0 {
@@ -329,6 +350,22 @@ func (p *Port) Close() error {
 	close(p.done)
 	p.mu.Unlock()
 	p.discardQueued()
+	p.closeHandles()
+	return nil
+}
+
+// closeNative is Close on a port with a backend.
+func (p *Port) closeNative() error {
+	if p.gate.Or(closedBit)&closedBit != 0 {
+		return nil
+	}
+	n := p.native.close(func(pkt *Packet) {
+		if ov := pkt.Overlapped; ov != nil {
+			ov.discard()
+		}
+	})
+	p.discarded.Add(uint64(n))
+	close(p.done)
 	p.closeHandles()
 	return nil
 }
@@ -364,7 +401,7 @@ func (p *Port) Shutdown(ctx context.Context) error {
 	}
 	// After setting the bit: a Get that empties the queue after this check
 	// sees the bit and closes drained (see take).
-	if !p.q.empty() {
+	if !p.queueEmpty() {
 		select {
 		case <-p.drained:
 		case <-p.done:
@@ -377,7 +414,7 @@ func (p *Port) Shutdown(ctx context.Context) error {
 	// after the queue was seen empty: wait for that one too. Such a Post
 	// is a few instructions from its push, so this loop is short; what a
 	// Post pushes after the final check is counted by Close.
-	for !p.q.empty() {
+	for !p.queueEmpty() {
 		select {
 		case <-p.done:
 			return nil
@@ -407,7 +444,7 @@ func (p *Port) take(dst []Packet) int {
 // kept out of take: a pop on a port that is not draining pays one load
 // for it, and no call.
 func (p *Port) noteDrained() {
-	if p.q.empty() {
+	if p.queueEmpty() {
 		p.drainMu.Do(func() { close(p.drained) })
 	}
 }

@@ -41,7 +41,7 @@ func eventually(t *testing.T, cond func() bool, format string, args ...any) {
 
 func newPort(t *testing.T, concurrency int, opts ...Option) *Port {
 	t.Helper()
-	p, err := NewPort(concurrency, opts...)
+	p, err := NewPort(concurrency, portOptions(opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
 	return p
@@ -155,9 +155,10 @@ func TestSpec(t *testing.T) {
 			{"nil option", 1, []Option{nil}, "nil Option"},
 			{"follow GOMAXPROCS with a fixed concurrency", 2, []Option{FollowGOMAXPROCS()}, "needs 0"},
 			{"empty name", 1, []Option{WithName("")}, "empty name"},
+			{"follow GOMAXPROCS natively", 0, []Option{FollowGOMAXPROCS(), WithNative()}, "WithNative"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				p, err := NewPort(tc.c, tc.opts...)
+				p, err := NewPort(tc.c, portOptions(tc.opts...)...)
 				require.Error(t, err)
 				assert.Nil(t, p)
 				assert.Contains(t, err.Error(), tc.want)
@@ -237,52 +238,19 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S7_GetContext", func(t *testing.T) {
+		if *nativeFlag {
+			// A kernel wait is a system call, which a synctest bubble
+			// cannot tell from work: the native backend runs this on the
+			// real clock, with short waits; the waits that must go on are
+			// watched for a while, not for ever.
+			getContext(t, 20*time.Millisecond, func() { time.Sleep(200 * time.Millisecond) })
+			return
+		}
 		synctest.Test(t, func(t *testing.T) {
-			p, err := NewPort(1)
-			require.NoError(t, err)
-			defer p.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			start := time.Now()
-			w := p.NewWorker()
-			_, err = w.Get(ctx)
-			assert.ErrorIs(t, err, context.DeadlineExceeded)
-			assert.Equal(t, ctx.Err(), err, "ctx.Err() unchanged")
-			assert.GreaterOrEqual(t, time.Since(start), 5*time.Second)
-			require.NoError(t, w.Close()) // it holds the only slot (S32)
-
-			// Port.Get as well.
-			ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
-			defer cancel2()
-			start = time.Now()
-			_, err = p.Get(ctx2)
-			assert.ErrorIs(t, err, context.DeadlineExceeded)
-			assert.GreaterOrEqual(t, time.Since(start), time.Second)
-
-			// Without a deadline: waits until a packet comes, however long.
-			got := make(chan result, 1)
-			go func() {
-				pkt, err := p.NewWorker().Get(context.Background())
-				got <- result{pkt, err}
-			}()
-			time.Sleep(time.Hour)
-			synctest.Wait()
-			assert.Empty(t, got, "Get returned with nothing posted")
-			post(t, p, "late")
-			r := <-got
-			require.NoError(t, r.err)
-			assert.Equal(t, "late", r.pkt.Key)
-
-			// ... or until Close.
-			go func() {
-				pkt, err := p.NewWorker().Get(context.Background())
-				got <- result{pkt, err}
-			}()
-			time.Sleep(time.Hour)
-			synctest.Wait()
-			assert.Empty(t, got)
-			p.Close()
-			assert.ErrorIs(t, (<-got).err, ErrClosed)
+			getContext(t, time.Second, func() {
+				time.Sleep(time.Hour)
+				synctest.Wait()
+			})
 		})
 	})
 
@@ -322,28 +290,10 @@ func TestSpec(t *testing.T) {
 
 		// Waiting: the worker is handed one packet and takes those queued
 		// when it is released.
-		out := make(chan int, 1)
-		dst := make([]Packet, 8)
-		batcher := p.NewWorker()
-		go func() {
-			n, err := batcher.GetBatch(context.Background(), dst)
-			assert.NoError(t, err)
-			out <- n
-		}()
-		eventually(t, func() bool { return p.Stats().Waiting == 1 }, "GetBatch parks")
-		post(t, p, "a", "b", "c") // queued: w holds the only slot
-		assert.Equal(t, 3, p.Stats().Queued)
-		w.Block()
-		select {
-		case n = <-out:
-		case <-time.After(patience):
-			t.Fatal("GetBatch not released")
-		}
-		require.Equal(t, 3, n)
-		assert.Equal(t, []any{"a", "b", "c"}, []any{dst[0].Key, dst[1].Key, dst[2].Key})
-		st := p.Stats()
-		assert.Equal(t, 1, st.Running)
-		assert.Equal(t, 1, st.Blocked)
+		t.Run("Waiting", func(t *testing.T) {
+			kernelScheduled(t)
+			getBatchWaiting(t, p, w)
+		})
 	})
 
 	t.Run("S10_BoundedQueue", func(t *testing.T) {
@@ -372,6 +322,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S21_LIFOWaiters", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 4)
 		ws := parkN(t, p, 4)
 		post(t, p, "x")
@@ -385,6 +336,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S22_LIFOOrder", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 5)
 		ws := parkN(t, p, 5)
 		post(t, p, 0, 1, 2)
@@ -398,6 +350,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S23_HandedPacketIsWaiters", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 2)
 		ws := parkN(t, p, 2)
 		post(t, p, "mine")
@@ -414,6 +367,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S24_QueuedRunsAtOnce", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 2)
 		a := runningWorker(t, p)
 		runningWorker(t, p)
@@ -429,6 +383,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S25_GateHolds", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 2)
 		ws := parkN(t, p, 4)
 		post(t, p, 0, 1, 2, 3)
@@ -446,6 +401,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S26_RunningFromHandToGet", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 2)
 		w := p.NewWorker()
 		assert.Equal(t, 0, p.Stats().Running, "a new worker is not counted")
@@ -467,6 +423,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S27_OneWorkerDrains", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 1)
 		ws := parkN(t, p, 3)
 		post(t, p, 0)
@@ -492,6 +449,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S28_PostWhileRunning", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 1)
 		a := runningWorker(t, p)
 		ws := parkN(t, p, 2)
@@ -511,6 +469,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S29_BlockReleases", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 1)
 		a := runningWorker(t, p)
 		ws := parkN(t, p, 2)
@@ -538,6 +497,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S30_UnblockOvershoot", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 1)
 		a := runningWorker(t, p)
 		a.Block()
@@ -548,6 +508,7 @@ func TestSpec(t *testing.T) {
 	})
 
 	t.Run("S31_OvershootHolds", func(t *testing.T) {
+		kernelScheduled(t)
 		p := newPort(t, 1)
 		a := runningWorker(t, p)
 		a.Block()
@@ -622,7 +583,8 @@ func TestSpec(t *testing.T) {
 		assert.ErrorIs(t, a.Close(), ErrClosed)
 
 		// Closing a blocked worker and a new one.
-		b := ws[0].w
+		p = newPort(t, 1)
+		b := runningWorker(t, p)
 		b.Block()
 		require.NoError(t, b.Close())
 		assert.Equal(t, 0, p.Stats().Blocked)
@@ -661,28 +623,10 @@ func TestSpec(t *testing.T) {
 		assert.Equal(t, 1, pkt.Key)
 		assert.Equal(t, 0, p.Stats().Running, "not counted after it returns")
 
-		// It waits for a free slot.
-		a := runningWorker(t, p)
-		post(t, p, 2)
-		out := make(chan result, 1)
-		go func() {
-			pkt, err := p.Get(context.Background())
-			out <- result{pkt, err}
-		}()
-		eventually(t, func() bool { return p.Stats().Waiting == 1 }, "Port.Get waits for a slot")
-		assert.Equal(t, 1, p.Stats().Queued)
-		a.Block()
-		r := <-out
-		require.NoError(t, r.err)
-		assert.Equal(t, 2, r.pkt.Key)
-		assert.Equal(t, 0, p.Stats().Running)
-
-		// So a loop over Port.Get is not bounded by C.
-		post(t, p, 3, 4)
-		for range 2 {
-			_, err := p.Get(context.Background())
-			require.NoError(t, err)
-		}
+		t.Run("WaitsForSlot", func(t *testing.T) {
+			kernelScheduled(t)
+			portGetWaits(t, p)
+		})
 	})
 
 	t.Run("S37_CloseWakesAll", func(t *testing.T) {
@@ -871,4 +815,112 @@ func stress(t *testing.T) {
 	assert.Zero(t, st.Waiting)
 	assert.Zero(t, st.Queued)
 	assert.Zero(t, st.Blocked)
+}
+
+// getContext is S7 with waits of d and 5d, and settle letting a waiter
+// that should not return show that it does not.
+func getContext(t *testing.T, d time.Duration, settle func()) {
+	p, err := NewPort(1, portOptions()...)
+	require.NoError(t, err)
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*d)
+	defer cancel()
+	start := time.Now()
+	w := p.NewWorker()
+	_, err = w.Get(ctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, ctx.Err(), err, "ctx.Err() unchanged")
+	assert.GreaterOrEqual(t, time.Since(start), 5*d)
+
+	// Cancelled, without a deadline.
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	time.AfterFunc(d, cancel3)
+	_, err = w.Get(ctx3)
+	assert.ErrorIs(t, err, context.Canceled)
+	require.NoError(t, w.Close()) // it holds the only slot (S32)
+
+	// Port.Get as well.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), d)
+	defer cancel2()
+	start = time.Now()
+	_, err = p.Get(ctx2)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.GreaterOrEqual(t, time.Since(start), d)
+
+	// Without a deadline: waits until a packet comes, however long.
+	got := make(chan result, 1)
+	go func() {
+		pkt, err := p.NewWorker().Get(context.Background())
+		got <- result{pkt, err}
+	}()
+	settle()
+	assert.Empty(t, got, "Get returned with nothing posted")
+	post(t, p, "late")
+	r := <-got
+	require.NoError(t, r.err)
+	assert.Equal(t, "late", r.pkt.Key)
+
+	// ... or until Close.
+	go func() {
+		pkt, err := p.NewWorker().Get(context.Background())
+		got <- result{pkt, err}
+	}()
+	settle()
+	assert.Empty(t, got)
+	p.Close()
+	assert.ErrorIs(t, (<-got).err, ErrClosed)
+}
+
+// getBatchWaiting is S9's waiting half: w is the port's one running
+// worker.
+func getBatchWaiting(t *testing.T, p *Port, w *Worker) {
+	out := make(chan int, 1)
+	dst := make([]Packet, 8)
+	batcher := p.NewWorker()
+	go func() {
+		n, err := batcher.GetBatch(context.Background(), dst)
+		assert.NoError(t, err)
+		out <- n
+	}()
+	eventually(t, func() bool { return p.Stats().Waiting == 1 }, "GetBatch parks")
+	post(t, p, "a", "b", "c") // queued: w holds the only slot
+	assert.Equal(t, 3, p.Stats().Queued)
+	w.Block()
+	var n int
+	select {
+	case n = <-out:
+	case <-time.After(patience):
+		t.Fatal("GetBatch not released")
+	}
+	require.Equal(t, 3, n)
+	assert.Equal(t, []any{"a", "b", "c"}, []any{dst[0].Key, dst[1].Key, dst[2].Key})
+	st := p.Stats()
+	assert.Equal(t, 1, st.Running)
+	assert.Equal(t, 1, st.Blocked)
+}
+
+// portGetWaits is S35's second half: a Port.Get waits for a free slot, and
+// a loop over Port.Get is not bounded by the concurrency value.
+func portGetWaits(t *testing.T, p *Port) {
+	a := runningWorker(t, p)
+	post(t, p, 2)
+	out := make(chan result, 1)
+	go func() {
+		pkt, err := p.Get(context.Background())
+		out <- result{pkt, err}
+	}()
+	eventually(t, func() bool { return p.Stats().Waiting == 1 }, "Port.Get waits for a slot")
+	assert.Equal(t, 1, p.Stats().Queued)
+	a.Block()
+	r := <-out
+	require.NoError(t, r.err)
+	assert.Equal(t, 2, r.pkt.Key)
+	assert.Equal(t, 0, p.Stats().Running)
+
+	// So a loop over Port.Get is not bounded by C.
+	post(t, p, 3, 4)
+	for range 2 {
+		_, err := p.Get(context.Background())
+		require.NoError(t, err)
+	}
 }

@@ -117,6 +117,39 @@
 // but for what the sources themselves allow: on Windows the ends of
 // os.Pipe have no deadlines, so their operations cannot be cancelled.
 //
+// # Native backend
+//
+// On Windows, NewPort(n, WithNative()) makes the port on a kernel
+// completion port instead (elsewhere it returns an error). The API is the
+// same, and so are Post, Get, GetBatch, Close, Shutdown, Stats, the
+// association of Go sources and Pools; what changes is who schedules:
+//
+//   - A worker runs on one OS thread from its first Get until it closes:
+//     Get locks the goroutine to its thread (runtime.LockOSThread), and
+//     Close, which must be called by that goroutine, unlocks it. Using a
+//     worker from another goroutine panics. The kernel counts threads, so
+//     the count of running threads is the count of running workers.
+//   - The kernel sees real waits: a worker whose goroutine blocks, on a
+//     lock, a channel or a system call, leaves its thread waiting, and the
+//     kernel releases another worker in its place. Block and Unblock stay
+//     valid calls and keep Stats' counts, but the kernel does not need them.
+//   - Stats' Running and Waiting count workers as the library sees them;
+//     the kernel keeps its own count, which Windows does not expose.
+//   - Port.Get takes a thread for the call only: it waits on the port,
+//     then leaves it, which is dearer than a Worker's Get.
+//   - A context that can end reaches a wait in the kernel through an APC
+//     queued to the worker's thread, which takes an allocation per wait
+//     (context.AfterFunc); a wait with context.Background allocates
+//     nothing.
+//   - Close interrupts every worker's wait and returns once the calls
+//     that were using the kernel's port have left it, a matter of
+//     microseconds, before it closes the port's handle.
+//   - The Go scheduler's own waits count: a goroutine that is preempted, or
+//     that blocks on a channel, parks its locked thread, and the kernel may
+//     release another worker meanwhile, as it does for any wait.
+//   - FollowGOMAXPROCS is refused: the kernel fixes the concurrency value
+//     when the port is made.
+//
 // # Goroutine lifetime
 //
 // A port starts no goroutines, but for the one that a port made with

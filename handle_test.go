@@ -120,6 +120,16 @@ func next(t *testing.T, w *Worker) Packet {
 	return pkt
 }
 
+// nextOn dequeues one packet with a worker of its own, for tests whose
+// subtests run on goroutines of their own: a native port's worker keeps
+// the goroutine of its first Get.
+func nextOn(t *testing.T, p *Port) Packet {
+	t.Helper()
+	w := p.NewWorker()
+	defer w.Close()
+	return next(t, w)
+}
+
 // nothingQueued asserts that no packet is queued, now and after a pause
 // long enough for a wrong one to arrive on an idle machine. (A passing
 // run proves nothing about speed: a slow machine only makes this weaker.)
@@ -162,14 +172,12 @@ func (w *writerAtOnly) WriteAt(b []byte, off int64) (int, error) {
 
 func testS40(t *testing.T) {
 	p := newPort(t, 2)
-	w := p.NewWorker()
-	defer w.Close()
 
 	// expect dequeues one packet and checks that it completes ov on the
 	// handle's key with n bytes and no error.
 	expect := func(t *testing.T, key any, ov *Overlapped, n int) {
 		t.Helper()
-		pkt := next(t, w)
+		pkt := nextOn(t, p)
 		assert.Equal(t, key, pkt.Key)
 		assert.Same(t, ov, pkt.Overlapped)
 		assert.NoError(t, pkt.Err)
@@ -247,7 +255,7 @@ func testS40(t *testing.T) {
 		assert.Equal(t, "2abc", string(buf))
 		// Read continues from the file's position, at its end.
 		require.NoError(t, h.Read(&ov, buf))
-		pkt := next(t, w)
+		pkt := nextOn(t, p)
 		assert.ErrorIs(t, pkt.Err, io.EOF)
 		assert.ErrorIs(t, ov.Err, io.EOF)
 	})
@@ -263,7 +271,7 @@ func testS40(t *testing.T) {
 		require.NoError(t, hw.Write(&wov, []byte("pipe")))
 		got := map[any]int{}
 		for range 2 {
-			pkt := next(t, w)
+			pkt := nextOn(t, p)
 			require.NoError(t, pkt.Err)
 			got[pkt.Key] = pkt.Bytes
 		}
@@ -336,7 +344,7 @@ func testS40(t *testing.T) {
 			read <- b
 		}()
 		for i := range ovs {
-			pkt := next(t, w)
+			pkt := nextOn(t, p)
 			require.Same(t, &ovs[i], pkt.Overlapped, "completion %d", i)
 			require.NoError(t, pkt.Err)
 		}
@@ -352,7 +360,7 @@ func testS40(t *testing.T) {
 			// One message at a time, so that every Read gets five bytes.
 			_, err := client.Write([]byte(s))
 			require.NoError(t, err)
-			pkt := next(t, w)
+			pkt := nextOn(t, p)
 			require.NoError(t, pkt.Err)
 			require.Same(t, &ovs[i], pkt.Overlapped, "read %d", i)
 			assert.Equal(t, s, string(bufs[i][:pkt.Bytes]))
@@ -368,7 +376,7 @@ func testS40(t *testing.T) {
 			h := associate(t, p, func(context.Context, *Overlapped) (int, error) { return i, nil }, i)
 			var ov Overlapped
 			require.NoError(t, h.Call(&ov))
-			next(t, w)
+			nextOn(t, p)
 		}
 		eventually(t, func() bool { return runtime.NumGoroutine() <= base },
 			"%d idle handles hold no goroutine (base %d, now %d)", n, base, runtime.NumGoroutine())
@@ -415,7 +423,6 @@ func testS41(t *testing.T) {
 func testS42(t *testing.T) {
 	p := newPort(t, 1)
 	w := p.NewWorker()
-	defer w.Close()
 	errOp := errors.New("op failed")
 	h := associate(t, p, func(context.Context, *Overlapped) (int, error) { return 3, errOp }, "k")
 	ov := Overlapped{Value: "state"}
@@ -433,6 +440,7 @@ func testS42(t *testing.T) {
 	assert.Equal(t, "state", ov.Value)
 	_, ok := w.TryGet()
 	assert.False(t, ok, "exactly one packet")
+	require.NoError(t, w.Close()) // the subtest's goroutine takes the slot
 
 	t.Run("ReadFrom's address", func(t *testing.T) {
 		a := listenUDP(t)
@@ -446,7 +454,7 @@ func testS42(t *testing.T) {
 		require.NoError(t, err)
 		eventually(t, func() bool { return p.Stats().Queued == 1 }, "the completion is queued")
 		assert.Nil(t, rov.Addr, "arrives with the dequeue too")
-		next(t, w)
+		nextOn(t, p)
 		assert.Equal(t, b.LocalAddr().String(), rov.Addr.String())
 	})
 }
@@ -538,13 +546,11 @@ func testS43(t *testing.T) {
 
 func testS44(t *testing.T) {
 	p := newPort(t, 1)
-	w := p.NewWorker()
-	defer w.Close()
 
 	// aborted dequeues one packet and requires it to be ov's, aborted.
 	aborted := func(t *testing.T, ov *Overlapped) Packet {
 		t.Helper()
-		pkt := next(t, w)
+		pkt := nextOn(t, p)
 		require.Same(t, ov, pkt.Overlapped)
 		require.ErrorIs(t, pkt.Err, ErrAborted)
 		require.ErrorIs(t, ov.Err, ErrAborted)
@@ -566,7 +572,7 @@ func testS44(t *testing.T) {
 		require.NoError(t, h.Read(&ov, buf))
 		_, err := client.Write([]byte("after"))
 		require.NoError(t, err)
-		pkt = next(t, w)
+		pkt = nextOn(t, p)
 		require.NoError(t, pkt.Err)
 		assert.Equal(t, "after", string(buf[:pkt.Bytes]))
 	})
@@ -582,7 +588,7 @@ func testS44(t *testing.T) {
 		aborted(t, &second)
 		_, err := client.Write([]byte("first"))
 		require.NoError(t, err)
-		pkt := next(t, w)
+		pkt := nextOn(t, p)
 		require.Same(t, &first, pkt.Overlapped)
 		require.NoError(t, pkt.Err)
 		assert.Equal(t, "first", string(b1[:pkt.Bytes]))
@@ -594,7 +600,7 @@ func testS44(t *testing.T) {
 		require.NoError(t, h.Call(&ov))
 		eventually(t, func() bool { return p.Stats().Queued == 1 }, "the completion is queued")
 		assert.ErrorIs(t, h.Cancel(&ov), ErrNotPending)
-		pkt := next(t, w)
+		pkt := nextOn(t, p)
 		assert.NoError(t, pkt.Err)
 		assert.Equal(t, 9, pkt.Bytes)
 	})
@@ -622,7 +628,7 @@ func testS44(t *testing.T) {
 		cancelRunning(t, h, &ov, func() error { return h.Read(&ov, buf) })
 		nothingQueued(t, p)
 		r.release <- "late"
-		pkt := next(t, w)
+		pkt := nextOn(t, p)
 		require.NoError(t, pkt.Err, "its normal result")
 		assert.Equal(t, "late", string(buf[:pkt.Bytes]))
 		nothingQueued(t, p)
@@ -641,7 +647,7 @@ func testS44(t *testing.T) {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		require.NoError(t, err)
 		defer c.Close()
-		pkt := next(t, w)
+		pkt := nextOn(t, p)
 		require.NoError(t, pkt.Err)
 		aov.Conn.Close()
 	})
@@ -669,6 +675,8 @@ func testS44(t *testing.T) {
 		assert.ErrorIs(t, h.CancelAll(), ErrNotPending)
 		ovs := startThree(t, h)
 		require.NoError(t, h.CancelAll())
+		w := p.NewWorker()
+		defer w.Close()
 		abortedOnce(t, w, ovs)
 		nothingQueued(t, p)
 	})
@@ -683,7 +691,7 @@ func testS44(t *testing.T) {
 		require.NoError(t, other.Read(&ov, make([]byte, 1)))
 		assert.ErrorIs(t, h.Cancel(&ov), ErrNotPending, "pending on another handle")
 		other.Source().(*blockingReader).release <- "x"
-		require.NoError(t, next(t, w).Err)
+		require.NoError(t, nextOn(t, p).Err)
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/windows"
@@ -15,8 +16,7 @@ import (
 // enforces for the threads that wait on it. Posted packets live in slots;
 // the kernel carries each one's slot number as the completion key and its
 // Bytes as the bytes transferred.
-//
-// TODO(issue 4): this is the kernel layer only; Port does not use it yet.
+// The backend built on it is nativePort.
 type kernelPort struct {
 	h     windows.Handle
 	slots slotTable
@@ -41,22 +41,40 @@ func (k *kernelPort) post(pkt *Packet) error {
 }
 
 // get waits up to timeout milliseconds (windows.INFINITE: for ever) for
-// packets and takes up to len(dst) of them: GetQueuedCompletionStatusEx,
-// or GetQueuedCompletionStatus for one packet or where Ex is missing.
-func (k *kernelPort) get(dst []Packet, timeout uint32) (int, error) {
-	if len(dst) > 1 && getQueuedCompletionStatusEx.Find() == nil {
-		return k.getEx(dst, timeout)
+// packets and takes up to len(dst) of them, oldest first:
+// GetQueuedCompletionStatus for one packet, GetQueuedCompletionStatusEx for
+// more or for an alertable wait, which also ends when an APC runs on the
+// thread (errInterrupted).
+//
+// Both are called with syscall.SyscallN and their errors mapped from the
+// Errno: x/sys/windows would box every WAIT_TIMEOUT into an error, and
+// LazyProc.Call moves its arguments to the heap, an allocation each.
+func (k *kernelPort) get(dst []Packet, timeout uint32, alertable bool) (int, error) {
+	if len(dst) > 1 || alertable {
+		return k.getEx(dst, timeout, alertable)
 	}
 	var qty uint32
-	var key uintptr
-	var ov *windows.Overlapped
+	var key, ov uintptr
 	// Only posted packets reach this port so far, and they carry no
 	// OVERLAPPED: an error is the call's own, never a failed operation's.
-	if err := windows.GetQueuedCompletionStatus(k.h, &qty, &key, &ov, timeout); err != nil {
-		return 0, kernelError("GetQueuedCompletionStatus", err)
+	if ok, e := getQueuedCompletionStatus(k.h, &qty, &key, &ov, timeout); !ok {
+		return 0, errnoError("GetQueuedCompletionStatus", e)
 	}
 	dst[0] = k.slots.take(key)
 	return 1, nil
+}
+
+var (
+	kernel32                      = windows.NewLazySystemDLL("kernel32.dll")
+	procGetQueuedCompletionStatus = kernel32.NewProc("GetQueuedCompletionStatus")
+	// GetQueuedCompletionStatusEx is not in x/sys/windows.
+	getQueuedCompletionStatusEx = kernel32.NewProc("GetQueuedCompletionStatusEx")
+)
+
+func getQueuedCompletionStatus(port windows.Handle, qty *uint32, key, ov *uintptr, timeout uint32) (bool, syscall.Errno) {
+	r, _, e := syscall.SyscallN(procGetQueuedCompletionStatus.Addr(), uintptr(port),
+		uintptr(unsafe.Pointer(qty)), uintptr(unsafe.Pointer(key)), uintptr(unsafe.Pointer(ov)), uintptr(timeout))
+	return r != 0, e
 }
 
 // overlappedEntry is OVERLAPPED_ENTRY, which x/sys/windows does not
@@ -70,10 +88,6 @@ type overlappedEntry struct {
 	Bytes      uint32
 }
 
-// getQueuedCompletionStatusEx is loaded on first use: x/sys/windows does
-// not wrap it.
-var getQueuedCompletionStatusEx = windows.NewLazySystemDLL("kernel32.dll").NewProc("GetQueuedCompletionStatusEx")
-
 // entriesPool holds the OVERLAPPED_ENTRY arrays of getEx, so that a batch
 // allocates nothing.
 var entriesPool = sync.Pool{New: func() any { return new([maxBatch]overlappedEntry) }}
@@ -81,21 +95,28 @@ var entriesPool = sync.Pool{New: func() any { return new([maxBatch]overlappedEnt
 // maxBatch bounds one GetQueuedCompletionStatusEx call.
 const maxBatch = 64
 
-func (k *kernelPort) getEx(dst []Packet, timeout uint32) (int, error) {
+func (k *kernelPort) getEx(dst []Packet, timeout uint32, alertable bool) (int, error) {
 	entries := entriesPool.Get().(*[maxBatch]overlappedEntry)
 	defer entriesPool.Put(entries)
 	count := min(len(dst), maxBatch)
 	var removed uint32
-	r, _, err := getQueuedCompletionStatusEx.Call(uintptr(k.h),
+	r, _, e := syscall.SyscallN(getQueuedCompletionStatusEx.Addr(), uintptr(k.h),
 		uintptr(unsafe.Pointer(&entries[0])), uintptr(count),
-		uintptr(unsafe.Pointer(&removed)), uintptr(timeout), 0)
+		uintptr(unsafe.Pointer(&removed)), uintptr(timeout), boolArg(alertable))
 	if r == 0 {
-		return 0, kernelError("GetQueuedCompletionStatusEx", err)
+		return 0, errnoError("GetQueuedCompletionStatusEx", e)
 	}
-	for i := range removed {
-		dst[i] = k.slots.take(entries[i].Key)
+	for i, e := range entries[:removed] {
+		dst[i] = k.slots.take(e.Key)
 	}
 	return int(removed), nil
+}
+
+func boolArg(b bool) uintptr {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // close closes the port's handle: every thread waiting on it returns
@@ -108,16 +129,32 @@ func (k *kernelPort) close() error {
 	return nil
 }
 
-// errTimeout is get's error when its timeout passes with nothing queued.
-var errTimeout = errors.New("iocp: wait timed out")
+// errTimeout is get's error when its timeout passes with nothing queued;
+// errInterrupted, when an APC ended its alertable wait.
+var (
+	errTimeout     = errors.New("iocp: wait timed out")
+	errInterrupted = errors.New("iocp: wait interrupted")
+)
 
-// kernelError maps a Windows error onto the package's sentinels.
+// kernelError maps the error of a Windows call onto the package's
+// sentinels.
 func kernelError(call string, err error) error {
-	switch {
-	case errors.Is(err, windows.ERROR_ABANDONED_WAIT_0), errors.Is(err, windows.ERROR_INVALID_HANDLE):
-		return ErrClosed
-	case errors.Is(err, windows.WAIT_TIMEOUT):
-		return errTimeout
+	if e, ok := err.(syscall.Errno); ok {
+		return errnoError(call, e)
 	}
 	return fmt.Errorf("iocp: %s: %w", call, err)
+}
+
+// errnoError is kernelError for an Errno, which it boxes only when it is
+// none of the expected ones.
+func errnoError(call string, e syscall.Errno) error {
+	switch e {
+	case windows.ERROR_ABANDONED_WAIT_0, windows.ERROR_INVALID_HANDLE:
+		return ErrClosed
+	case windows.WAIT_TIMEOUT:
+		return errTimeout
+	case windows.WAIT_IO_COMPLETION:
+		return errInterrupted
+	}
+	return fmt.Errorf("iocp: %s: %w", call, e)
 }

@@ -10,9 +10,6 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// The kernel layer of the native backend (issue 4), on its own: Port does
-// not use it yet.
-
 func newKernel(t *testing.T, concurrency int) *kernelPort {
 	t.Helper()
 	k, err := newKernelPort(concurrency)
@@ -37,12 +34,12 @@ func TestKernelPort(t *testing.T) {
 		}
 		for i := range pkts {
 			var got [1]Packet
-			n, err := k.get(got[:], windows.INFINITE)
+			n, err := k.get(got[:], windows.INFINITE, false)
 			require.NoError(t, err)
 			require.Equal(t, 1, n)
 			assert.Equal(t, pkts[i], got[0], "packet %d unchanged, in order", i)
 		}
-		_, err := k.get(make([]Packet, 1), 0)
+		_, err := k.get(make([]Packet, 1), 0, false)
 		assert.ErrorIs(t, err, errTimeout)
 	})
 
@@ -55,10 +52,10 @@ func TestKernelPort(t *testing.T) {
 			require.NoError(t, k.post(&pkts[i]))
 		}
 		got := make([]Packet, 8)
-		n, err := k.get(got, windows.INFINITE)
+		n, err := k.get(got, windows.INFINITE, false)
 		require.NoError(t, err)
 		assert.Equal(t, pkts, got[:n], "all queued, oldest first, at once")
-		_, err = k.get(got, 0)
+		_, err = k.get(got, 0, false)
 		assert.ErrorIs(t, err, errTimeout)
 	})
 
@@ -66,15 +63,15 @@ func TestKernelPort(t *testing.T) {
 		if underWine() {
 			// Windows returns ERROR_ABANDONED_WAIT_0 to the waiters of a
 			// port whose handle is closed; Wine 8 leaves them waiting.
-			// Port.Close will not rely on it: it will post a packet per
-			// waiter first.
+			// Port.Close does not rely on it: it interrupts every waiting
+			// thread with an APC first (native_windows.go).
 			t.Skip("Wine: closing a completion port does not wake its waiters")
 		}
 		k, err := newKernelPort(1)
 		require.NoError(t, err)
 		out := make(chan error, 1)
 		go func() {
-			_, err := k.get(make([]Packet, 1), windows.INFINITE)
+			_, err := k.get(make([]Packet, 1), windows.INFINITE, false)
 			out <- err
 		}()
 		time.Sleep(50 * time.Millisecond) // let it wait; if not, it finds the handle closed

@@ -43,6 +43,8 @@ const (
 	oneWaiter  = 1 << 32
 	minusOne   = ^uint64(0) // adding it subtracts one running worker
 
+	minusOneWaiter = ^uint64(oneWaiter) + 1 // adding it subtracts one waiter
+
 	// Adding runningToWaiter turns a running worker into a waiter (R-1,
 	// W+1); adding waiterToRunning turns a waiter into a running worker.
 	runningToWaiter = uint64(oneWaiter - oneRunning)
@@ -83,9 +85,12 @@ func refusing(g uint64) bool { return g&refusePost != 0 }
 // freeSlot takes one running worker off the gate (Block, Worker.Close, the
 // end of a one-shot Get) and releases a waiter into the slot if a packet is
 // queued. The queue check comes after the gate update: see above.
+//
+// On a port with a backend it only counts: the kernel releases its own
+// waiters.
 func (p *Port) freeSlot() {
 	g := p.gate.Add(minusOne)
-	if p.canRelease(g) && !p.q.empty() {
+	if p.native == nil && p.canRelease(g) && !p.q.empty() {
 		p.release()
 	}
 }

@@ -214,6 +214,7 @@ func TestPool(t *testing.T) {
 	})
 
 	t.Run("ShutdownDeadline", func(t *testing.T) {
+		kernelScheduled(t) // two workers, one slot: a packet stays queued
 		p := newPort(t, 1)
 		pl, release, handled := gatedPool(t, p)
 		post(t, p, 1, 2, 3)
@@ -226,14 +227,16 @@ func TestPool(t *testing.T) {
 		require.NoError(t, pl.Shutdown(context.Background()))
 		assert.Equal(t, int32(3), handled.Load())
 		assert.Zero(t, p.Stats().Discarded)
+	})
 
-		// The workers are gone, but a handler may hold Shutdown up too.
-		p = newPort(t, 1)
-		release = make(chan struct{})
-		pl = newPool(t, p, 1, func(context.Context, Packet) { <-release })
+	t.Run("ShutdownWaitsForHandlers", func(t *testing.T) {
+		// The port is closed, but a handler may hold Shutdown up too.
+		p := newPort(t, 1)
+		release := make(chan struct{})
+		pl := newPool(t, p, 1, func(context.Context, Packet) { <-release })
 		post(t, p, "held")
 		eventually(t, func() bool { return p.Stats().Queued == 0 }, "the handler runs")
-		ctx, cancel = context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
 			for p.Post(Packet{}) != ErrClosed {
 				time.Sleep(time.Millisecond)
@@ -264,6 +267,7 @@ func TestPool(t *testing.T) {
 	})
 
 	t.Run("CloseCancelsHandlers", func(t *testing.T) {
+		kernelScheduled(t) // two workers, one slot: the second packet stays queued
 		p := newPort(t, 1)
 		entered := make(chan struct{})
 		pl := newPool(t, p, 2, func(ctx context.Context, _ Packet) {
@@ -521,7 +525,9 @@ func TestPoolExactlyOnce(t *testing.T) {
 		require.Equal(t, int32(1), seen[id].Load(), "packet %d", id)
 	}
 	assert.Equal(t, wantPan.Load(), panics.Load(), "every panic reported")
-	assert.LessOrEqual(t, most.Load(), int32(c), "handlers outside Blocking at once")
+	if concurrencyEnforced() {
+		assert.LessOrEqual(t, most.Load(), int32(c), "handlers outside Blocking at once")
+	}
 	t.Logf("%d packets, %d panics, at most %d handlers at once outside Blocking",
 		len(seen), panics.Load(), most.Load())
 }

@@ -3,6 +3,7 @@ package iocp
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync/atomic"
 )
 
@@ -40,6 +41,10 @@ type Worker struct {
 	handed   [1]Packet     // the packet a release hands over; written before result, read after it
 	result   atomic.Uint32 // resultNone, resultPacket or resultClosed
 	wake     chan struct{} // capacity 1: park here
+
+	// A native backend's worker: the OS thread it runs on (see bind).
+	bound bool
+	t     thread
 }
 
 const (
@@ -91,6 +96,9 @@ func (w *Worker) GetBatch(ctx context.Context, dst []Packet) (int, error) {
 
 func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error) {
 	p := w.p
+	if p.native != nil {
+		return w.getNative(ctx, dst, block)
+	}
 	// Fast path: a running worker under the concurrency value takes a
 	// queued packet and stays running. It gives up its slot and takes it
 	// back in one step, so it touches neither the gate (S24, S27) nor its
@@ -145,6 +153,91 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	p.settleAll(dst[:n])
 	w.state.Store(stateRunning)
 	return n, nil
+}
+
+// getNative is get on a port with a backend, which decides who takes
+// what; the gate only counts. The worker's thread is counted as running by
+// the kernel from its first Get until it closes (bind), and as waiting
+// while it is in the kernel's wait.
+func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, error) {
+	p := w.p
+	if w.bound {
+		w.mustBeOnThread("used")
+	}
+	prev := w.enter()
+	if prev == stateClosed {
+		return 0, ErrClosed
+	}
+	w.bind()
+	if p.gate.Load()&closedBit != 0 {
+		w.leaveNative(prev == stateRunning)
+		return 0, ErrClosed
+	}
+	// The slot is given up first, as get does; the kernel does the same
+	// for the thread when it enters its wait.
+	if prev == stateRunning {
+		p.gate.Add(minusOne)
+	}
+	if block {
+		p.gate.Add(oneWaiter)
+	}
+	n, err := p.native.get(&w.t, ctx, dst, block)
+	if block {
+		p.gate.Add(minusOneWaiter)
+	}
+	if err == ErrClosed {
+		w.leaveNative(false)
+		return 0, err
+	}
+	p.gate.Add(oneRunning)
+	if n > 0 {
+		if p.gate.Load()&drainingBit != 0 {
+			p.noteDrained()
+		}
+		p.settleAll(dst[:n])
+	}
+	w.state.Store(stateRunning)
+	return n, err
+}
+
+// leaveNative ends a native Get that found the port closed: the worker is
+// no longer counted, and its thread is its goroutine's again.
+func (w *Worker) leaveNative(counted bool) {
+	w.unbind()
+	w.leaveClosed(counted)
+}
+
+// bind locks the calling goroutine to its OS thread and attaches the
+// thread to the native backend, at a worker's first Get; later Gets check
+// first that they run on that thread (mustBeOnThread). The kernel counts
+// threads, not goroutines: a worker whose goroutine moved between threads
+// would be counted on a thread that runs something else.
+func (w *Worker) bind() {
+	if w.bound {
+		return
+	}
+	runtime.LockOSThread()
+	w.p.native.attach(&w.t)
+	w.bound = true
+}
+
+// mustBeOnThread panics unless the caller runs on a bound worker's thread,
+// that is, is the goroutine that bound it.
+func (w *Worker) mustBeOnThread(verb string) {
+	if !w.p.native.current(&w.t) {
+		panic("iocp: a native port's Worker " + verb + " by a goroutine other than the one that first called its Get")
+	}
+}
+
+// unbind undoes bind, on the worker's own thread: the kernel stops counting
+// the thread for the port, and the goroutine may move again.
+func (w *Worker) unbind() {
+	if !w.bound {
+		return
+	}
+	w.p.native.detach(&w.t)
+	w.bound = false
+	runtime.UnlockOSThread()
 }
 
 // enter moves w into stateGetting and returns the state it left, or
@@ -212,9 +305,13 @@ func (w *Worker) Close() error {
 		case stateGetting:
 			panic("iocp: Close of a Worker during its Get")
 		}
+		if w.bound {
+			w.mustBeOnThread("closed")
+		}
 		if !w.state.CompareAndSwap(s, stateClosed) {
 			continue
 		}
+		w.unbind()
 		switch s {
 		case stateRunning:
 			w.p.freeSlot()

@@ -3,7 +3,7 @@ package iocp
 import "sync"
 
 // slotTable keeps the packets that are in a kernel's queue (the native
-// backend, issue 4): the kernel carries only integers, so a posted packet
+// backend): the kernel carries only integers, so a posted packet
 // stays here, and the completion key the kernel carries is its slot's
 // number. No Go pointer passes through the kernel.
 //
@@ -46,4 +46,23 @@ func (t *slotTable) take(s uintptr) Packet {
 	t.pkts[s-1] = Packet{}
 	t.free = append(t.free, uint32(s))
 	return pkt
+}
+
+// drain empties the table, calling fn for each packet in it, and returns
+// how many there were.
+func (t *slotTable) drain(fn func(*Packet)) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	free := make([]bool, len(t.pkts))
+	for _, s := range t.free {
+		free[s-1] = true
+	}
+	for i := range t.pkts {
+		if !free[i] {
+			fn(&t.pkts[i])
+		}
+	}
+	n := len(t.pkts) - len(t.free)
+	t.pkts, t.free = nil, nil
+	return n
 }
