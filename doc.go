@@ -150,6 +150,15 @@
 //   - FollowGOMAXPROCS is refused: the kernel fixes the concurrency value
 //     when the port is made.
 //
+// A native port also takes handles that the program opened for overlapped
+// I/O itself, files and named pipes: Port.AssociateFile returns a File,
+// whose Read and Write are the kernel's ReadFile and WriteFile, completing
+// on the port with no goroutine of the library's in between. Their
+// OVERLAPPEDs live in memory pinned for the port's life, and their buffers
+// are pinned while the operation is in flight. Stats.Queued counts the
+// posted packets only: Windows does not tell how many completions are
+// queued.
+//
 // # Goroutine lifetime
 //
 // A port starts no goroutines, but for the one that a port made with

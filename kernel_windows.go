@@ -19,7 +19,8 @@ import (
 // The backend built on it is nativePort.
 type kernelPort struct {
 	h     windows.Handle
-	slots slotTable
+	slots slotTable // posted packets
+	ops   opTable   // File operations in flight
 }
 
 func newKernelPort(concurrency int) (*kernelPort, error) {
@@ -30,9 +31,13 @@ func newKernelPort(concurrency int) (*kernelPort, error) {
 	return &kernelPort{h: h}, nil
 }
 
-// post queues *pkt: PostQueuedCompletionStatus.
-func (k *kernelPort) post(pkt *Packet) error {
-	s := k.slots.put(pkt)
+// post queues *pkt: PostQueuedCompletionStatus. With limit > 0 it
+// returns ErrQueueFull when limit posted packets are queued.
+func (k *kernelPort) post(pkt *Packet, limit int) error {
+	s, ok := k.slots.put(pkt, limit)
+	if !ok {
+		return ErrQueueFull
+	}
 	if err := windows.PostQueuedCompletionStatus(k.h, uint32(pkt.Bytes), s, nil); err != nil {
 		k.slots.take(s)
 		return kernelError("PostQueuedCompletionStatus", err)
@@ -41,27 +46,36 @@ func (k *kernelPort) post(pkt *Packet) error {
 }
 
 // get waits up to timeout milliseconds (windows.INFINITE: for ever) for
-// packets and takes up to len(dst) of them, oldest first:
-// GetQueuedCompletionStatus for one packet, GetQueuedCompletionStatusEx for
-// more or for an alertable wait, which also ends when an APC runs on the
-// thread (errInterrupted).
+// packets and takes up to len(dst) of them, oldest first, with
+// GetQueuedCompletionStatusEx; an alertable wait also ends when an APC
+// runs on the thread (errInterrupted). A packet is a posted one, found in
+// the slot table by its key, or the completion of a File's operation,
+// found in the operation table by its OVERLAPPED.
 //
-// Both are called with syscall.SyscallN and their errors mapped from the
-// Errno: x/sys/windows would box every WAIT_TIMEOUT into an error, and
-// LazyProc.Call moves its arguments to the heap, an allocation each.
+// GetQueuedCompletionStatusEx is called with syscall.SyscallN and its
+// error mapped from the Errno: LazyProc.Call would move its arguments to
+// the heap, and x/sys/windows would box every WAIT_TIMEOUT into an error,
+// an allocation each.
 func (k *kernelPort) get(dst []Packet, timeout uint32, alertable bool) (int, error) {
-	if len(dst) > 1 || alertable {
-		return k.getEx(dst, timeout, alertable)
+	entries := entriesPool.Get().(*[maxBatch]overlappedEntry)
+	defer entriesPool.Put(entries)
+	count := min(len(dst), maxBatch)
+	var removed uint32
+	r, _, e := syscall.SyscallN(getQueuedCompletionStatusEx.Addr(), uintptr(k.h),
+		uintptr(unsafe.Pointer(&entries[0])), uintptr(count),
+		uintptr(unsafe.Pointer(&removed)), uintptr(timeout), boolArg(alertable))
+	if r == 0 {
+		return 0, errnoError("GetQueuedCompletionStatusEx", e)
 	}
-	var qty uint32
-	var key, ov uintptr
-	// Only posted packets reach this port so far, and they carry no
-	// OVERLAPPED: an error is the call's own, never a failed operation's.
-	if ok, e := getQueuedCompletionStatus(k.h, &qty, &key, &ov, timeout); !ok {
-		return 0, errnoError("GetQueuedCompletionStatus", e)
+	for i, e := range entries[:removed] {
+		if e.Overlapped == 0 {
+			dst[i] = k.slots.take(e.Key)
+			continue
+		}
+		f, ov, op, status := k.ops.take(e.Overlapped)
+		dst[i] = f.complete(ov, op, e.Bytes, status)
 	}
-	dst[0] = k.slots.take(key)
-	return 1, nil
+	return int(removed), nil
 }
 
 var (
@@ -94,23 +108,6 @@ var entriesPool = sync.Pool{New: func() any { return new([maxBatch]overlappedEnt
 
 // maxBatch bounds one GetQueuedCompletionStatusEx call.
 const maxBatch = 64
-
-func (k *kernelPort) getEx(dst []Packet, timeout uint32, alertable bool) (int, error) {
-	entries := entriesPool.Get().(*[maxBatch]overlappedEntry)
-	defer entriesPool.Put(entries)
-	count := min(len(dst), maxBatch)
-	var removed uint32
-	r, _, e := syscall.SyscallN(getQueuedCompletionStatusEx.Addr(), uintptr(k.h),
-		uintptr(unsafe.Pointer(&entries[0])), uintptr(count),
-		uintptr(unsafe.Pointer(&removed)), uintptr(timeout), boolArg(alertable))
-	if r == 0 {
-		return 0, errnoError("GetQueuedCompletionStatusEx", e)
-	}
-	for i, e := range entries[:removed] {
-		dst[i] = k.slots.take(e.Key)
-	}
-	return int(removed), nil
-}
 
 func boolArg(b bool) uintptr {
 	if b {

@@ -30,7 +30,7 @@ func TestKernelPort(t *testing.T) {
 	t.Run("FIFO", func(t *testing.T) {
 		k := newKernel(t, 1)
 		for i := range pkts {
-			require.NoError(t, k.post(&pkts[i]))
+			require.NoError(t, k.post(&pkts[i], 0))
 		}
 		for i := range pkts {
 			var got [1]Packet
@@ -49,7 +49,7 @@ func TestKernelPort(t *testing.T) {
 		}
 		k := newKernel(t, 1)
 		for i := range pkts {
-			require.NoError(t, k.post(&pkts[i]))
+			require.NoError(t, k.post(&pkts[i], 0))
 		}
 		got := make([]Packet, 8)
 		n, err := k.get(got, windows.INFINITE, false)

@@ -22,11 +22,7 @@ import (
 // that no call can wait on a handle number that Windows has reused.
 type nativePort struct {
 	k     *kernelPort
-	limit int64 // WithQueueLimit, or 0
-
-	// queued counts the posted packets not yet taken: Stats.Queued and
-	// the queue limit. The kernel knows its own depth but does not say.
-	queued atomic.Int64
+	limit int // WithQueueLimit, or 0
 
 	// users counts the calls between their check of closed and their
 	// return; closed is set once, by close. A call adds itself, then loads
@@ -40,6 +36,7 @@ type nativePort struct {
 
 	mu      sync.Mutex
 	threads map[*thread]struct{} // attached threads; guarded by mu
+	files   map[*File]struct{}   // associated and not closed; guarded by mu
 }
 
 // thread is a native worker's OS thread, from attach to detach.
@@ -66,7 +63,12 @@ func newNative(concurrency, queueLimit int) (*nativePort, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &nativePort{k: k, limit: int64(queueLimit), threads: make(map[*thread]struct{})}, nil
+	return &nativePort{
+		k:       k,
+		limit:   queueLimit,
+		threads: make(map[*thread]struct{}),
+		files:   make(map[*File]struct{}),
+	}, nil
 }
 
 func (n *nativePort) post(pkt *Packet) error {
@@ -75,15 +77,7 @@ func (n *nativePort) post(pkt *Packet) error {
 	if n.closed.Load() {
 		return ErrClosed
 	}
-	if q := n.queued.Add(1); n.limit > 0 && q > n.limit {
-		n.queued.Add(-1)
-		return ErrQueueFull
-	}
-	if err := n.k.post(pkt); err != nil {
-		n.queued.Add(-1)
-		return err
-	}
-	return nil
+	return n.k.post(pkt, n.limit)
 }
 
 func (n *nativePort) get(t *thread, ctx context.Context, dst []Packet, block bool) (int, error) {
@@ -99,7 +93,6 @@ func (n *nativePort) get(t *thread, ctx context.Context, dst []Packet, block boo
 			// A context that can end reaches the wait by an APC, which
 			// takes an AfterFunc, which allocates: look at the queue first.
 			if got, err := n.k.get(dst, 0, false); got > 0 {
-				n.queued.Add(-int64(got))
 				return got, nil
 			} else if err != errTimeout && err != nil {
 				return 0, err
@@ -114,7 +107,6 @@ func (n *nativePort) get(t *thread, ctx context.Context, dst []Packet, block boo
 		}
 		got, err := n.k.get(dst, timeout, block)
 		if got > 0 {
-			n.queued.Add(-int64(got))
 			return got, nil
 		}
 		switch err {
@@ -204,7 +196,9 @@ var leavePort = sync.OnceValues(func() (windows.Handle, error) {
 	return windows.CreateIoCompletionPort(windows.InvalidHandle, 0, 0, 1)
 })
 
-func (n *nativePort) len() int { return int(n.queued.Load()) }
+// len counts the posted packets: the kernel knows its queue's depth but
+// does not say, and a File's completion is known when it is dequeued.
+func (n *nativePort) len() int { return n.k.slots.len() }
 
 func (n *nativePort) close(drop func(*Packet)) int {
 	n.mu.Lock()
@@ -218,6 +212,28 @@ func (n *nativePort) close(drop func(*Packet)) int {
 	for wait := time.Microsecond; n.users.Load() != 0; wait = min(2*wait, time.Millisecond) {
 		time.Sleep(wait)
 	}
+	// The Files' operations are cancelled, and their completions taken
+	// here: the kernel may write into their OVERLAPPEDs and buffers until
+	// it has queued them, so both stay pinned until then.
+	n.mu.Lock()
+	files := make([]*File, 0, len(n.files))
+	for f := range n.files {
+		files = append(files, f)
+	}
+	n.mu.Unlock()
+	for _, f := range files {
+		f.Close()
+	}
+	dropped := 0
+	var buf [maxBatch]Packet
+	for n.k.ops.inFlight() > 0 {
+		got, _ := n.k.get(buf[:], windows.INFINITE, false)
+		for i := range buf[:got] {
+			drop(&buf[i])
+			buf[i] = Packet{}
+		}
+		dropped += got
+	}
 	n.k.close()
 	// The threads still attached belong to workers that have not closed,
 	// some perhaps never will: their handles are closed here. No APC can
@@ -230,10 +246,9 @@ func (n *nativePort) close(drop func(*Packet)) int {
 	}
 	clear(n.threads)
 	n.mu.Unlock()
-	// The kernel dropped the posted packets with the handle; their slots
-	// are what is left in the table.
-	n.queued.Store(0)
-	return n.k.slots.drain(drop)
+	// The kernel dropped the posted packets still queued with the handle;
+	// their slots are what is left in the table.
+	return dropped + n.k.slots.drain(drop)
 }
 
 var (

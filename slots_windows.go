@@ -20,18 +20,29 @@ type slotTable struct {
 	free []uint32 // guarded by mu; numbers of free slots
 }
 
-// put stores pkt and returns its slot number.
-func (t *slotTable) put(pkt *Packet) uintptr {
+// put stores pkt and returns its slot number, unless limit > 0 and the
+// table holds limit packets already.
+func (t *slotTable) put(pkt *Packet, limit int) (uintptr, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if limit > 0 && len(t.pkts)-len(t.free) >= limit {
+		return 0, false
+	}
 	if n := len(t.free); n > 0 {
 		s := t.free[n-1]
 		t.free = t.free[:n-1]
 		t.pkts[s-1] = *pkt
-		return uintptr(s)
+		return uintptr(s), true
 	}
 	t.pkts = append(t.pkts, *pkt)
-	return uintptr(len(t.pkts))
+	return uintptr(len(t.pkts)), true
+}
+
+// len returns the number of packets in the table.
+func (t *slotTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pkts) - len(t.free)
 }
 
 // take removes and returns the packet in slot s, which put returned and
