@@ -355,8 +355,10 @@ func BenchmarkBlockUnblock(b *testing.B) {
 	})
 }
 
+// benchPort makes a port for a benchmark: the native backend's with
+// -native (on Windows).
 func benchPort(b *testing.B, concurrency int, opts ...Option) *Port {
-	p, err := NewPort(concurrency, opts...)
+	p, err := NewPort(concurrency, portOptions(opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -134,7 +134,8 @@
 //     kernel releases another worker in its place. Block and Unblock stay
 //     valid calls and keep Stats' counts, but the kernel does not need them.
 //   - Stats' Running and Waiting count workers as the library sees them;
-//     the kernel keeps its own count, which Windows does not expose.
+//     the kernel keeps its own count, which Windows does not expose, and
+//     does not say whom it released: Wakeups stays 0.
 //   - Port.Get takes a thread for the call only: it waits on the port,
 //     then leaves it, which is dearer than a Worker's Get.
 //   - A context that can end reaches a wait in the kernel through an APC

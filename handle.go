@@ -31,9 +31,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"reflect"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1009,15 +1011,22 @@ func (h *Handle) Close() error {
 	return err
 }
 
+// A closer is what closeEach closes: a Handle, or a native port's File.
+type closer interface {
+	comparable
+	Close() error
+}
+
 // closeHandles closes every handle of a port that is closing.
-func (p *Port) closeHandles() {
-	p.hmu.Lock()
-	hs := make([]*Handle, 0, len(p.handles))
-	for h := range p.handles {
-		hs = append(hs, h)
-	}
-	p.hmu.Unlock()
-	for _, h := range hs {
-		h.Close()
+func (p *Port) closeHandles() { closeEach(&p.hmu, p.handles) }
+
+// closeEach closes every member of set, which mu guards, from a snapshot:
+// a member's Close takes mu itself to leave the set.
+func closeEach[T closer](mu *sync.Mutex, set map[T]struct{}) {
+	mu.Lock()
+	members := slices.Collect(maps.Keys(set))
+	mu.Unlock()
+	for _, m := range members {
+		m.Close()
 	}
 }

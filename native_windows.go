@@ -215,15 +215,7 @@ func (n *nativePort) close(drop func(*Packet)) int {
 	// The Files' operations are cancelled, and their completions taken
 	// here: the kernel may write into their OVERLAPPEDs and buffers until
 	// it has queued them, so both stay pinned until then.
-	n.mu.Lock()
-	files := make([]*File, 0, len(n.files))
-	for f := range n.files {
-		files = append(files, f)
-	}
-	n.mu.Unlock()
-	for _, f := range files {
-		f.Close()
-	}
+	closeEach(&n.mu, n.files)
 	dropped := 0
 	var buf [maxBatch]Packet
 	for n.k.ops.inFlight() > 0 {
