@@ -106,12 +106,7 @@ func TestFile(t *testing.T) {
 		require.NoError(t, fs.Read(&rov, buf))
 		assert.ErrorIs(t, fs.Read(&rov, buf), ErrPending)
 		require.NoError(t, fc.Write(&wov, []byte("ping")))
-		got := map[any]int{}
-		for range 2 {
-			pkt := next(t, w)
-			require.NoError(t, pkt.Err)
-			got[pkt.Key] = pkt.Bytes
-		}
+		got := bytesByKey(t, 2, func() Packet { return next(t, w) })
 		assert.Equal(t, map[any]int{"server": 4, "client": 4}, got)
 		assert.Equal(t, "ping", string(buf[:4]))
 

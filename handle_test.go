@@ -130,6 +130,19 @@ func nextOn(t *testing.T, p *Port) Packet {
 	return next(t, w)
 }
 
+// bytesByKey takes n packets from next, requires each to have succeeded,
+// and returns each key's bytes.
+func bytesByKey(t *testing.T, n int, next func() Packet) map[any]int {
+	t.Helper()
+	got := map[any]int{}
+	for range n {
+		pkt := next()
+		require.NoError(t, pkt.Err)
+		got[pkt.Key] = pkt.Bytes
+	}
+	return got
+}
+
 // nothingQueued asserts that no packet is queued, now and after a pause
 // long enough for a wrong one to arrive on an idle machine. (A passing
 // run proves nothing about speed: a slow machine only makes this weaker.)
@@ -269,12 +282,7 @@ func testS40(t *testing.T) {
 		buf := make([]byte, 8)
 		require.NoError(t, hr.Read(&rov, buf))
 		require.NoError(t, hw.Write(&wov, []byte("pipe")))
-		got := map[any]int{}
-		for range 2 {
-			pkt := nextOn(t, p)
-			require.NoError(t, pkt.Err)
-			got[pkt.Key] = pkt.Bytes
-		}
+		got := bytesByKey(t, 2, func() Packet { return nextOn(t, p) })
 		assert.Equal(t, map[any]int{"r": 4, "w": 4}, got)
 		assert.Equal(t, "pipe", string(buf[:4]))
 	})

@@ -219,7 +219,10 @@ func (n *nativePort) close(drop func(*Packet)) int {
 	dropped := 0
 	var buf [maxBatch]Packet
 	for n.k.ops.inFlight() > 0 {
-		got, _ := n.k.get(buf[:], windows.INFINITE, false)
+		got, err := n.k.get(buf[:], windows.INFINITE, false)
+		if err != nil {
+			break // the kernel's own failure: better leave them pinned than spin
+		}
 		for i := range buf[:got] {
 			drop(&buf[i])
 			buf[i] = Packet{}
