@@ -81,8 +81,12 @@ func (f *File) Write(ov *Overlapped, b []byte) error { return f.start(ov, b, opW
 // Cancel cancels ov's operation (CancelIoEx): it completes with one packet,
 // with its normal result if it finished first, otherwise with an error
 // that matches ErrAborted (S44). Cancel of an Overlapped that has no
-// operation pending on f returns ErrNotPending.
+// operation pending on f returns ErrNotPending, and a nil one ErrInvalid,
+// as Handle.Cancel does.
 func (f *File) Cancel(ov *Overlapped) error {
+	if ov == nil {
+		return errNilOverlapped
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	addr, ok := f.pending[ov]
@@ -118,11 +122,11 @@ func (f *File) Close() error {
 }
 
 func (f *File) start(ov *Overlapped, b []byte, op opKind) error {
-	if ov == nil {
-		return fmt.Errorf("iocp: %s with a nil Overlapped: %w", opNames[op], ErrInvalid)
-	}
-	if ov.Offset < 0 {
-		return fmt.Errorf("iocp: %s at offset %d: %w", opNames[op], ov.Offset, ErrInvalid)
+	switch {
+	case ov == nil:
+		return errNilOverlapped
+	case ov.Offset < 0:
+		return errNegOffset
 	}
 	n := f.n
 	n.users.Add(1)

@@ -166,6 +166,7 @@ func TestFile(t *testing.T) {
 		assert.ErrorIs(t, f.Read(nil, nil), ErrInvalid)
 		assert.ErrorIs(t, f.Write(&Overlapped{Offset: -1}, nil), ErrInvalid)
 		assert.ErrorIs(t, f.Cancel(&Overlapped{}), ErrNotPending)
+		assert.ErrorIs(t, f.Cancel(nil), ErrInvalid)
 
 		// A socket that the Go runtime associated with its own port.
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

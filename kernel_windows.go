@@ -15,8 +15,7 @@ import (
 // kernel releases in LIFO order and whose concurrency value the kernel
 // enforces for the threads that wait on it. Posted packets live in slots;
 // the kernel carries each one's slot number as the completion key and its
-// Bytes as the bytes transferred.
-// The backend built on it is nativePort.
+// Bytes as the bytes transferred. The backend built on it is nativePort.
 type kernelPort struct {
 	h     windows.Handle
 	slots slotTable // posted packets
@@ -93,8 +92,9 @@ func getQueuedCompletionStatus(port windows.Handle, qty *uint32, key, ov *uintpt
 
 // overlappedEntry is OVERLAPPED_ENTRY, which x/sys/windows does not
 // define. The Overlapped field is a uintptr: the kernel returns there the
-// OVERLAPPED an operation was started with, memory the Go collector does
-// not manage, and posted packets carry none.
+// address of the OVERLAPPED a File's operation was started with, which the
+// operation table looks up (it is never turned back into a pointer), and
+// posted packets carry none.
 type overlappedEntry struct {
 	Key        uintptr
 	Overlapped uintptr
@@ -102,7 +102,7 @@ type overlappedEntry struct {
 	Bytes      uint32
 }
 
-// entriesPool holds the OVERLAPPED_ENTRY arrays of getEx, so that a batch
+// entriesPool holds the OVERLAPPED_ENTRY arrays of get, so that a wait
 // allocates nothing.
 var entriesPool = sync.Pool{New: func() any { return new([maxBatch]overlappedEntry) }}
 
