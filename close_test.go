@@ -1,6 +1,7 @@
 package iocp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -94,4 +95,42 @@ func TestShutdownDeadline(t *testing.T) {
 	err := p.Shutdown(ctx) // no worker: the drain cannot finish
 	require.True(t, errors.Is(err, context.DeadlineExceeded), "got %v", err)
 	assert.Equal(t, 3, p.Stats().Queued, "nothing dropped")
+}
+
+// TestAssociateWhileClosing races Associate against Close: every Associate
+// that returned a handle made one that Close closed, and every other one
+// returned ErrClosed.
+func TestAssociateWhileClosing(t *testing.T) {
+	rounds := 200
+	if testing.Short() {
+		rounds = 50
+	}
+	for range rounds {
+		p := newPort(t, 1)
+		var mu sync.Mutex
+		var made []*Handle
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				<-start
+				for {
+					h, err := p.Associate(&bytes.Buffer{}, i)
+					if err != nil {
+						assert.ErrorIs(t, err, ErrClosed)
+						return
+					}
+					mu.Lock()
+					made = append(made, h)
+					mu.Unlock()
+				}
+			})
+		}
+		close(start)
+		require.NoError(t, p.Close())
+		wg.Wait()
+		for _, h := range made {
+			assert.ErrorIs(t, h.Close(), ErrHandleClosed, "Port.Close closed it")
+		}
+	}
 }

@@ -1011,22 +1011,15 @@ func (h *Handle) Close() error {
 	return err
 }
 
-// A closer is what closeEach closes: a Handle, or a native port's File.
-type closer interface {
-	comparable
-	Close() error
-}
-
-// closeHandles closes every handle of a port that is closing.
-func (p *Port) closeHandles() { closeEach(&p.hmu, p.handles) }
-
-// closeEach closes every member of set, which mu guards, from a snapshot:
-// a member's Close takes mu itself to leave the set.
-func closeEach[T closer](mu *sync.Mutex, set map[T]struct{}) {
-	mu.Lock()
-	members := slices.Collect(maps.Keys(set))
-	mu.Unlock()
-	for _, m := range members {
-		m.Close()
+// closeHandles closes every handle of a port that is closing. It reads the
+// set under hmu: a concurrent Associate may be making it, and each Close
+// takes hmu itself to leave it. A handle registered after the snapshot saw
+// the closed bit first (register checks it under hmu) and was refused.
+func (p *Port) closeHandles() {
+	p.hmu.Lock()
+	hs := slices.Collect(maps.Keys(p.handles))
+	p.hmu.Unlock()
+	for _, h := range hs {
+		h.Close()
 	}
 }

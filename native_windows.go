@@ -3,6 +3,8 @@ package iocp
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -215,7 +217,12 @@ func (n *nativePort) close(drop func(*Packet)) int {
 	// The Files' operations are cancelled, and their completions taken
 	// here: the kernel may write into their OVERLAPPEDs and buffers until
 	// it has queued them, so both stay pinned until then.
-	closeEach(&n.mu, n.files)
+	n.mu.Lock()
+	files := slices.Collect(maps.Keys(n.files))
+	n.mu.Unlock()
+	for _, f := range files {
+		f.Close() // takes n.mu to leave the set
+	}
 	dropped := 0
 	var buf [maxBatch]Packet
 	for n.k.ops.inFlight() > 0 {
