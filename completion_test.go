@@ -211,7 +211,7 @@ func TestSpec(t *testing.T) {
 		for pr := range producers {
 			wg.Go(func() {
 				for i := range each {
-					require.NoError(t, p.Post(Packet{Key: pr, Bytes: i}))
+					assert.NoError(t, p.Post(Packet{Key: pr, Bytes: i}))
 				}
 			})
 		}
@@ -541,12 +541,14 @@ func TestSpec(t *testing.T) {
 		runningWorker(t, p) // R = 1 = C
 		w := p.NewWorker()
 		ctx, cancel := context.WithCancel(context.Background())
+		out := make(chan error, 1)
 		go func() {
-			eventually(t, func() bool { return p.Stats().Waiting == 1 }, "Get parks")
-			cancel()
+			_, err := w.Get(ctx)
+			out <- err
 		}()
-		_, err := w.Get(ctx)
-		require.ErrorIs(t, err, context.Canceled)
+		eventually(t, func() bool { return p.Stats().Waiting == 1 }, "Get parks")
+		cancel()
+		require.ErrorIs(t, recv(t, out), context.Canceled)
 		st := p.Stats()
 		assert.Equal(t, 2, st.Running, "counted again, past C")
 		assert.Equal(t, 0, st.Waiting)
@@ -799,7 +801,7 @@ func stress(t *testing.T) {
 	for pr := range producers {
 		pw.Go(func() {
 			for i := range each {
-				require.NoError(t, p.Post(Packet{Key: pr, Bytes: pr*each + i}))
+				assert.NoError(t, p.Post(Packet{Key: pr, Bytes: pr*each + i}))
 			}
 		})
 	}
