@@ -27,6 +27,9 @@ import "context"
 //     current reports whether the calling thread is t; detach ends t's
 //     association with the port, so that the kernel no longer counts it, and
 //     releases what attach took. detach runs on t.
+//   - interrupt, from any goroutine, makes t's get return ErrClosed: the
+//     one waiting, or the next one to wait, if t is attached; it does
+//     nothing for a t that is not. It is Worker.Close of a worker in Get.
 //   - len returns the number of posted packets not yet taken.
 //   - close makes every get that waits, or will, return ErrClosed, and post
 //     return ErrClosed; it drops what is queued and returns how many posted
@@ -46,6 +49,7 @@ type backend interface {
 	attach(t *thread)
 	current(t *thread) bool
 	detach(t *thread)
+	interrupt(t *thread)
 	len() int
 	close(drop func(*Packet)) int
 }

@@ -26,5 +26,6 @@ func (*nativePort) get(*thread, context.Context, []Packet, bool) (int, error) { 
 func (*nativePort) attach(*thread)                                            {}
 func (*nativePort) current(*thread) bool                                      { return true }
 func (*nativePort) detach(*thread)                                            {}
+func (*nativePort) interrupt(*thread)                                         {}
 func (*nativePort) len() int                                                  { return 0 }
 func (*nativePort) close(func(*Packet)) int                                   { return 0 }

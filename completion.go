@@ -71,6 +71,12 @@ type Stats struct {
 	Blocked     int // workers between Block and Unblock
 	Waiting     int // calls parked in Get or GetBatch
 	Queued      int // packets in the queue
+	// Idle counts the workers in Running whose last Get, TryGet or
+	// GetBatch returned no packet (SPEC S32): each holds a slot with no
+	// work until it calls Get again, Block or Close. A count that stays
+	// above zero while packets are queued usually means a worker that
+	// stopped calling Get without being closed.
+	Idle int
 	// Wakeups counts waiters released with a packet since the port was
 	// made: each one is a parked goroutine woken, or one caught just before
 	// it parked. A worker that takes a queued packet without waiting is
@@ -148,6 +154,7 @@ type Port struct {
 	top *Worker // most recent waiter; guarded by mu
 
 	blocked   atomic.Int64  // workers between Block and Unblock, for Stats
+	idle      atomic.Int64  // workers in stateIdle, for Stats
 	wakeups   atomic.Uint64 // waiters released, for Stats
 	discarded atomic.Uint64 // packets dropped by Close, for Stats
 
@@ -314,6 +321,7 @@ func (p *Port) Stats() Stats {
 		Blocked:     int(p.blocked.Load()),
 		Waiting:     waiters(g),
 		Queued:      p.queueLen(),
+		Idle:        int(p.idle.Load()),
 		Wakeups:     p.wakeups.Load(),
 		Discarded:   p.discarded.Load(),
 	}

@@ -552,8 +552,10 @@ func TestSpec(t *testing.T) {
 		st := p.Stats()
 		assert.Equal(t, 2, st.Running, "counted again, past C")
 		assert.Equal(t, 0, st.Waiting)
+		assert.Equal(t, 1, st.Idle, "running without a packet")
 		w.Block() // legal only on a running worker
 		w.Unblock()
+		assert.Equal(t, 0, p.Stats().Idle, "Block ends it")
 
 		// TryGet that finds nothing.
 		p2 := newPort(t, 1)
@@ -612,7 +614,6 @@ func TestSpec(t *testing.T) {
 		requirePanic(t, func() { in.w.Get(context.Background()) })
 		requirePanic(t, func() { in.w.TryGet() })
 		requirePanic(t, in.w.Block)
-		requirePanic(t, func() { in.w.Close() })
 		post(t, p, "still fine")
 		assert.Equal(t, "still fine", in.result(t).pkt.Key)
 	})

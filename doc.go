@@ -46,6 +46,12 @@
 // call: it waits for a slot, but the work done with its packet is not
 // counted. Use a Worker to bound the work.
 //
+// A Get that ends by its context, and a TryGet that finds nothing, leave
+// the worker counted, as a thread whose wait timed out is counted: close
+// every worker that stops calling Get, or the port runs with one slot fewer
+// for good. [Stats].Idle counts the workers in that state. [Worker.Close]
+// may be called from any goroutine; a Get in progress returns [ErrClosed].
+//
 // # Blocking
 //
 // A running worker that waits on something else (a lock, a database call,
@@ -126,9 +132,12 @@
 //
 //   - A worker runs on one OS thread from its first Get until it closes:
 //     Get locks the goroutine to its thread (runtime.LockOSThread), and
-//     Close, which must be called by that goroutine, unlocks it. Using a
-//     worker from another goroutine panics. The kernel counts threads, so
-//     the count of running threads is the count of running workers.
+//     Close unlocks it. Getting from a worker on another goroutine panics.
+//     Close may come from any goroutine: it interrupts a Get in progress,
+//     and the thread, which only its own goroutine can unlock, leaves the
+//     kernel's port when that goroutine returns from the Get or makes one
+//     more call on the worker. The kernel counts threads, so the count of
+//     running threads is the count of running workers.
 //   - The kernel sees real waits: a worker whose goroutine blocks, on a
 //     lock, a channel or a system call, leaves its thread waiting, and the
 //     kernel releases another worker in its place. Block and Unblock stay

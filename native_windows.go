@@ -43,13 +43,18 @@ type nativePort struct {
 
 // thread is a native worker's OS thread, from attach to detach.
 type thread struct {
-	id uint32         // GetCurrentThreadId
+	// id is GetCurrentThreadId, set by attach and cleared by detach on
+	// the thread itself; current may load it from any goroutine.
+	id atomic.Uint32
 	h  windows.Handle // THREAD_SET_CONTEXT, for QueueUserAPC
 	// interrupt is the AfterFunc of a Get's context: it queues an APC to
 	// the thread, then sends on apcQueued. Both are made once, by the
 	// first attach.
 	interrupt func()
 	apcQueued chan struct{}
+	// closing is set by nativePort.interrupt, under the port's mu, before
+	// it queues its APC: a get that the APC ends returns ErrClosed.
+	closing atomic.Bool
 }
 
 var _ backend = (*nativePort)(nil)
@@ -113,7 +118,10 @@ func (n *nativePort) get(t *thread, ctx context.Context, dst []Packet, block boo
 		}
 		switch err {
 		case errInterrupted:
-			// An APC: close's or the context's.
+			// An APC: close's, the context's or interrupt's.
+			if t.closing.Load() {
+				return 0, ErrClosed
+			}
 		case errTimeout:
 			if !block {
 				return 0, nil
@@ -149,8 +157,10 @@ func (t *thread) stopInterrupt(stop func() bool) {
 }
 
 func (n *nativePort) attach(t *thread) {
-	t.id = windows.GetCurrentThreadId()
-	h, err := windows.OpenThread(windows.THREAD_SET_CONTEXT, false, t.id)
+	id := windows.GetCurrentThreadId()
+	t.id.Store(id)
+	t.closing.Store(false)
+	h, err := windows.OpenThread(windows.THREAD_SET_CONTEXT, false, id)
 	if err != nil {
 		// A process may always open its own threads; nothing to recover.
 		panic(fmt.Sprintf("iocp: OpenThread of the calling thread: %v", err))
@@ -170,13 +180,26 @@ func (n *nativePort) attach(t *thread) {
 	n.mu.Unlock()
 }
 
-func (n *nativePort) current(t *thread) bool { return windows.GetCurrentThreadId() == t.id }
+func (n *nativePort) current(t *thread) bool { return windows.GetCurrentThreadId() == t.id.Load() }
+
+// interrupt queues an APC to t's thread if t is attached. The worker's
+// state was set to stateClosing first; a t not attached yet sees that
+// state after its attach, whose n.mu section orders the two.
+func (n *nativePort) interrupt(t *thread) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.threads[t]; ok && t.h != 0 {
+		t.closing.Store(true)
+		queueAPC(t)
+	}
+}
 
 func (n *nativePort) detach(t *thread) {
 	n.mu.Lock()
 	delete(n.threads, t)
 	h := t.h // 0 if close has closed it
-	t.id, t.h = 0, 0
+	t.id.Store(0)
+	t.h = 0
 	n.mu.Unlock()
 	// The thread's association with a port ends when it waits on another
 	// one: a wait of no time on a port that never has packets.

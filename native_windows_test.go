@@ -23,7 +23,8 @@ func TestNativeWorkerKeepsItsGoroutine(t *testing.T) {
 	p := newNativePort(t, 2)
 	post(t, p, 1)
 	w := p.NewWorker()
-	bound, misused, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	bound, misused, misused2 := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	closed, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		_, ok := w.TryGet() // binds w to this goroutine's thread
@@ -32,15 +33,42 @@ func TestNativeWorkerKeepsItsGoroutine(t *testing.T) {
 		<-misused
 		_, ok = w.TryGet()
 		assert.False(t, ok, "the misuse left w as it was: running, nothing queued")
-		assert.NoError(t, w.Close(), "its own goroutine closes it")
+		close(misused2)
+		<-closed
+		_, ok = w.TryGet()
+		assert.False(t, ok, "closed by another goroutine")
+		assert.ErrorIs(t, w.Close(), ErrClosed, "its own goroutine unbinds it")
 	}()
 	<-bound
 	requirePanic(t, func() { w.TryGet() })
 	requirePanic(t, func() { w.Get(context.Background()) })
-	requirePanic(t, func() { w.Close() })
 	close(misused)
-	<-done
+	<-misused2
+	assert.NoError(t, w.Close(), "any goroutine may close it")
 	assert.Equal(t, 0, p.Stats().Running)
+	close(closed)
+	<-done
+}
+
+func TestNativeCloseInterruptsGet(t *testing.T) {
+	p := newNativePort(t, 2)
+	w := p.NewWorker()
+	out := make(chan error, 1)
+	go func() {
+		_, err := w.Get(context.Background())
+		out <- err
+	}()
+	eventually(t, func() bool { return p.Stats().Waiting == 1 }, "Get waits")
+	require.NoError(t, w.Close())
+	assert.ErrorIs(t, recv(t, out), ErrClosed)
+	st := p.Stats()
+	assert.Equal(t, 0, st.Waiting)
+	assert.Equal(t, 0, st.Running)
+	// The port goes on serving other workers.
+	post(t, p, "after")
+	pkt, err := p.Get(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, "after", pkt.Key)
 }
 
 func TestNativeCloseInterruptsEveryWait(t *testing.T) {

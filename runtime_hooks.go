@@ -46,7 +46,11 @@ func FromContext(ctx context.Context) *Worker {
 // around every wait without knowing whether a port is involved.
 func Blocking(ctx context.Context, fn func()) {
 	w := FromContext(ctx)
-	if w == nil || w.state.Load() != stateRunning {
+	if w == nil {
+		fn()
+		return
+	}
+	if s := w.state.Load(); s != stateRunning && s != stateIdle {
 		fn()
 		return
 	}

@@ -21,7 +21,8 @@ import (
 // Invariants, with Port.mu held:
 //   - W in the gate equals the number of workers on the stack.
 //   - A worker is on the stack if and only if its result is resultNone
-//     and it is inside Get or GetBatch, past registration.
+//     and it is inside Get or GetBatch, past registration. It is on the
+//     stack if and only if it is Port.top or its up link is set.
 //   - Port.top is the most recent waiter; Worker.down is the one that
 //     registered before it, Worker.up the one after it.
 //
@@ -168,10 +169,14 @@ func (w *Worker) wait(ctx context.Context, counted bool) error {
 	p.mu.Lock()
 	for {
 		g := p.gate.Load()
-		if g&closedBit != 0 {
+		// Under mu: a Close of w that comes later finds w on the stack
+		// (dropWaiter), one that came earlier is seen here.
+		if g&closedBit != 0 || w.state.Load() == stateClosing {
 			p.mu.Unlock()
 			if counted {
-				p.gate.Add(minusOne) // as if it had registered and been woken by Close
+				// As if it had registered and been woken by Close. Only an
+				// open port's slot can release a waiter.
+				p.freeSlot()
 			}
 			return ErrClosed
 		}
@@ -219,6 +224,20 @@ func (w *Worker) wait(ctx context.Context, counted bool) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// dropWaiter wakes w with ErrClosed if it waits on the stack: Close of a
+// worker in Get, from another goroutine. A w that has not registered yet
+// sees stateClosing when it does (wait); one already released keeps its
+// packet.
+func (p *Port) dropWaiter(w *Worker) {
+	p.mu.Lock()
+	if p.top == w || w.up != nil { // on the stack
+		p.unlink(w)
+		p.gate.Add(minusOneWaiter)
+		w.signal(resultClosed)
+	}
+	p.mu.Unlock()
 }
 
 // outcome turns w.result into wait's error.

@@ -15,25 +15,35 @@ import (
 // not usable, and a Worker must not be copied.
 //
 // The port counts a worker as running from the moment a Get hands it a
-// packet until it calls Get again, calls Block, or closes (S26). A Get that
-// returns without a packet (its context ended, or TryGet found nothing)
-// also leaves the worker counted as running (S32). A worker that waits on
-// something else must say so with Block and Unblock (or Blocking), or the
-// port goes on counting it as running.
+// packet until it calls Get again, calls Block, or closes (S26). A worker
+// that waits on something else must say so with Block and Unblock (or
+// Blocking), or the port goes on counting it as running.
+//
+// A Get that returns without a packet (its context ended, or TryGet found
+// nothing) also leaves the worker counted as running (S32), as a thread
+// whose wait timed out is: it holds one of the port's Concurrency slots
+// until it calls Get again, Block, or Close. A worker that stops calling
+// Get must therefore be closed, or the port runs with one slot fewer for
+// good; Stats.Idle counts the workers in that state.
+//
+// Close may be called from any goroutine, at any time, as net.Conn's may:
+// a Get, TryGet or GetBatch in progress returns ErrClosed (or the packets
+// it had already taken), and the worker's slot, if it held one, is freed.
+// Its other methods belong to one goroutine at a time.
 //
 // Misuse panics with a message that starts with "iocp: ": two goroutines
 // in Get on one worker, Get between Block and Unblock, Block when not
-// running, Unblock without Block, and Close during Get. Two goroutines
-// in Get are caught as soon as one of them has to wait; while both find
-// packets at once, neither touches the worker's state, and nothing is
-// corrupted.
+// running, and Unblock without Block. Two goroutines in Get are caught as
+// soon as one of them has to wait; while both find packets at once,
+// neither touches the worker's state, and nothing is corrupted.
 type Worker struct {
 	p *Port
 
-	// state is one of the state* constants. Only the owning goroutine
-	// changes it in correct use; the transitions are CAS so that a second
-	// goroutine is caught instead of corrupting the counts. A Get that
-	// finds a packet at once only loads it.
+	// state is one of the state* constants. The owning goroutine changes
+	// it, and Close from any goroutine; the transitions are CAS, so that
+	// Close and the owner agree on who moves it, and a second goroutine in
+	// Get is caught instead of corrupting the counts. A Get that finds a
+	// packet at once only loads it.
 	state atomic.Int32
 
 	// Waiter fields; see waiter.go.
@@ -43,14 +53,21 @@ type Worker struct {
 	wake     chan struct{} // capacity 1: park here
 
 	// A native backend's worker: the OS thread it runs on (see bind).
-	bound bool
+	// bound is changed by the owning goroutine only, and read by Close.
+	bound atomic.Bool
 	t     thread
 }
 
+// The states of a Worker. A worker counted in R is in stateRunning or
+// stateIdle; Close moves any state but stateGetting to stateClosed, and
+// stateGetting to stateClosing, which the Get in progress turns into
+// stateClosed as it returns (leave).
 const (
 	stateNew     = iota // not counted: never took a packet, or the port closed under it
-	stateRunning        // counted in R
+	stateRunning        // counted in R: it took a packet
+	stateIdle           // counted in R, but its last Get returned none (S32); in Stats.Idle
 	stateGetting        // inside Get, TryGet or GetBatch
+	stateClosing        // inside Get, TryGet or GetBatch, and Close was called
 	stateBlocked        // between Block and Unblock
 	stateClosed
 )
@@ -103,7 +120,9 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	// queued packet and stays running. It gives up its slot and takes it
 	// back in one step, so it touches neither the gate (S24, S27) nor its
 	// own state: only the queue's words. With overshoot (R > C), giving
-	// the slot up leaves R >= C, and it must wait.
+	// the slot up leaves R >= C, and it must wait. A Close that comes
+	// meanwhile finds the worker running, and frees its slot after the
+	// packet was taken with it: nothing is counted twice.
 	if w.state.Load() == stateRunning {
 		g := p.gate.Load()
 		if g&closedBit == 0 && running(g) <= p.Concurrency() {
@@ -117,17 +136,20 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	if prev == stateClosed {
 		return 0, ErrClosed
 	}
-	counted := prev == stateRunning
+	counted := prev == stateRunning || prev == stateIdle
 	g := p.gate.Load()
 	if g&closedBit != 0 {
-		w.leaveClosed(counted)
+		if counted {
+			p.freeSlot()
+		}
+		w.leave(false, false)
 		return 0, ErrClosed
 	}
 	if counted && running(g) <= p.Concurrency() || !counted && p.takeSlot() {
 		counted = true
 		if n := p.take(dst); n > 0 {
 			p.settleAll(dst[:n])
-			w.state.Store(stateRunning)
+			w.leave(true, true)
 			return n, nil
 		}
 	}
@@ -135,23 +157,24 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 		if !counted {
 			p.gate.Add(oneRunning) // S32, even past the concurrency value
 		}
-		w.state.Store(stateRunning)
-		return 0, nil
+		return 0, w.leave(true, false)
 	}
 	switch err := w.wait(ctx, counted); err {
 	case nil:
-	case ErrClosed:
-		w.leaveClosed(false)
+	case ErrClosed: // the port or the worker; wait gave the slot up
+		w.leave(false, false)
 		return 0, err
-	default:
-		w.state.Store(stateRunning)
+	default: // ctx ended: counted again (S32)
+		if cerr := w.leave(true, false); cerr != nil {
+			return 0, cerr
+		}
 		return 0, err
 	}
 	dst[0] = w.handed[0]
 	w.handed[0] = Packet{}
 	n := 1 + p.take(dst[1:])
 	p.settleAll(dst[:n])
-	w.state.Store(stateRunning)
+	w.leave(true, true)
 	return n, nil
 }
 
@@ -161,22 +184,30 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 // while it is in the kernel's wait.
 func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, error) {
 	p := w.p
-	if w.bound {
+	if w.bound.Load() {
 		w.mustBeOnThread("used")
 	}
 	prev := w.enter()
 	if prev == stateClosed {
+		w.unbind() // closed by another goroutine since its last call
 		return 0, ErrClosed
 	}
+	counted := prev == stateRunning || prev == stateIdle
 	w.bind()
-	if p.gate.Load()&closedBit != 0 {
-		w.leaveNative(prev == stateRunning)
+	// After bind: a Close from another goroutine that found no thread to
+	// interrupt is seen here (see nativePort.interrupt).
+	if p.gate.Load()&closedBit != 0 || w.state.Load() == stateClosing {
+		if counted {
+			p.freeSlot()
+		}
+		w.unbind()
+		w.leave(false, false)
 		return 0, ErrClosed
 	}
 	// The slot is given up first, as get does; the kernel does the same
 	// for the thread when it enters its wait.
-	if prev == stateRunning {
-		p.gate.Add(minusOne)
+	if counted {
+		p.freeSlot()
 	}
 	if block {
 		p.gate.Add(oneWaiter)
@@ -186,7 +217,8 @@ func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, 
 		p.gate.Add(minusOneWaiter)
 	}
 	if err == ErrClosed {
-		w.leaveNative(false)
+		w.unbind()
+		w.leave(false, false)
 		return 0, err
 	}
 	p.gate.Add(oneRunning)
@@ -196,15 +228,13 @@ func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, 
 		}
 		p.settleAll(dst[:n])
 	}
-	w.state.Store(stateRunning)
+	if cerr := w.leave(true, n > 0); cerr != nil {
+		w.unbind()
+		if n == 0 {
+			return 0, cerr
+		}
+	}
 	return n, err
-}
-
-// leaveNative ends a native Get that found the port closed: the worker is
-// no longer counted, and its thread is its goroutine's again.
-func (w *Worker) leaveNative(counted bool) {
-	w.unbind()
-	w.leaveClosed(counted)
 }
 
 // bind locks the calling goroutine to its OS thread and attaches the
@@ -213,12 +243,12 @@ func (w *Worker) leaveNative(counted bool) {
 // threads, not goroutines: a worker whose goroutine moved between threads
 // would be counted on a thread that runs something else.
 func (w *Worker) bind() {
-	if w.bound {
+	if w.bound.Load() {
 		return
 	}
 	runtime.LockOSThread()
 	w.p.native.attach(&w.t)
-	w.bound = true
+	w.bound.Store(true)
 }
 
 // mustBeOnThread panics unless the caller runs on a bound worker's thread,
@@ -232,40 +262,63 @@ func (w *Worker) mustBeOnThread(verb string) {
 // unbind undoes bind, on the worker's own thread: the kernel stops counting
 // the thread for the port, and the goroutine may move again.
 func (w *Worker) unbind() {
-	if !w.bound {
+	if !w.bound.Load() {
 		return
 	}
 	w.p.native.detach(&w.t)
-	w.bound = false
+	w.bound.Store(false)
 	runtime.UnlockOSThread()
 }
 
 // enter moves w into stateGetting and returns the state it left, or
-// stateClosed if w is closed.
+// stateClosed if w is closed or closing.
 func (w *Worker) enter() int32 {
 	for {
 		s := w.state.Load()
 		switch s {
-		case stateClosed:
-			return s
+		case stateClosed, stateClosing:
+			return stateClosed
 		case stateGetting:
 			panic("iocp: two goroutines in Get on one Worker")
 		case stateBlocked:
 			panic("iocp: Get on a blocked Worker; call Unblock first")
 		}
 		if w.state.CompareAndSwap(s, stateGetting) {
+			if s == stateIdle {
+				w.p.idle.Add(-1)
+			}
 			return s
 		}
 	}
 }
 
-// leaveClosed ends a Get that found the port closed: the worker is no
-// longer counted.
-func (w *Worker) leaveClosed(counted bool) {
-	if counted {
-		w.p.gate.Add(minusOne)
+// leave ends a call that enter began. got says whether the call returns
+// packets, counted whether the worker holds a slot: it becomes running
+// with packets, idle with a slot and none, and new with neither (the port
+// closed under it). If Close came during the call, leave closes the
+// worker instead, frees the slot it held, and returns ErrClosed; the call
+// still returns the packets it took, which are delivered, not lost.
+func (w *Worker) leave(counted, got bool) error {
+	next := int32(stateNew)
+	switch {
+	case got:
+		next = stateRunning
+	case counted:
+		next = stateIdle
+		w.p.idle.Add(1) // before the CAS, so that Idle never goes below 0
 	}
-	w.state.Store(stateNew)
+	if w.state.CompareAndSwap(stateGetting, next) {
+		return nil
+	}
+	// stateClosing: only Close moves w out of stateGetting.
+	if next == stateIdle {
+		w.p.idle.Add(-1)
+	}
+	w.state.Store(stateClosed)
+	if counted {
+		w.p.freeSlot()
+	}
+	return ErrClosed
 }
 
 // Block marks the running worker as waiting on something other than the
@@ -273,50 +326,90 @@ func (w *Worker) leaveClosed(counted bool) {
 // the most recent waiter is released with the oldest packet (S29). Call
 // Unblock when the wait is over. Block panics if the worker is not running.
 func (w *Worker) Block() {
-	if !w.state.CompareAndSwap(stateRunning, stateBlocked) {
-		panic("iocp: Block on a Worker that is not running (" + stateName(w.state.Load()) + ")")
+	for {
+		s := w.state.Load()
+		if s != stateRunning && s != stateIdle {
+			panic("iocp: Block on a Worker that is not running (" + stateName(s) + ")")
+		}
+		if !w.state.CompareAndSwap(s, stateBlocked) {
+			continue // Close, from another goroutine
+		}
+		if s == stateIdle {
+			w.p.idle.Add(-1)
+		}
+		w.p.blocked.Add(1)
+		w.p.freeSlot()
+		return
 	}
-	w.p.blocked.Add(1)
-	w.p.freeSlot()
 }
 
 // Unblock ends a Block: the worker is counted as running again at once,
 // even if that takes R past the concurrency value (S30). The port then
 // releases no waiter until R drops below it (S31). Unblock panics without
-// a matching Block.
+// a matching Block. A worker that another goroutine closed during its
+// Block stays closed: Unblock then does nothing.
 func (w *Worker) Unblock() {
 	if !w.state.CompareAndSwap(stateBlocked, stateRunning) {
-		panic("iocp: Unblock without Block (" + stateName(w.state.Load()) + ")")
+		s := w.state.Load()
+		if s == stateClosed {
+			return
+		}
+		panic("iocp: Unblock without Block (" + stateName(s) + ")")
 	}
-	w.p.blocked.Add(-1)
+	// R grows before Blocked shrinks, so that a draining port never sees
+	// the worker in neither count (see Port.Shutdown).
 	w.p.gate.Add(oneRunning)
+	w.p.blocked.Add(-1)
 }
 
 // Close ends the worker, as a thread's exit does: a running worker's slot
 // is freed and may release a waiter with a queued packet (S33). Later calls
 // return ErrClosed, or false from TryGet; Close of a closed worker returns
-// ErrClosed. Close must not be called while the worker is in Get.
+// ErrClosed.
+//
+// Close may be called from any goroutine. A Get, TryGet or GetBatch in
+// progress then returns ErrClosed (or the packets it took before Close
+// reached it, which are its own), and its slot is freed as it returns.
+// On a native port, a worker's thread is the kernel's to count until the
+// worker's own goroutine returns from its Get or makes one more call; a
+// Get in progress is interrupted at once.
 func (w *Worker) Close() error {
+	p := w.p
 	for {
 		s := w.state.Load()
 		switch s {
-		case stateClosed:
+		case stateClosed, stateClosing:
+			if w.bound.Load() && p.native.current(&w.t) {
+				w.unbind() // closed by another goroutine since its last call
+			}
 			return ErrClosed
 		case stateGetting:
-			panic("iocp: Close of a Worker during its Get")
-		}
-		if w.bound {
-			w.mustBeOnThread("closed")
+			if !w.state.CompareAndSwap(s, stateClosing) {
+				continue
+			}
+			// The Get sees stateClosing as it leaves; if it waits, it is
+			// woken.
+			if p.native != nil {
+				p.native.interrupt(&w.t)
+			} else {
+				p.dropWaiter(w)
+			}
+			return nil
 		}
 		if !w.state.CompareAndSwap(s, stateClosed) {
 			continue
 		}
-		w.unbind()
+		if w.bound.Load() && p.native.current(&w.t) {
+			w.unbind()
+		}
 		switch s {
+		case stateIdle:
+			p.idle.Add(-1)
+			p.freeSlot()
 		case stateRunning:
-			w.p.freeSlot()
+			p.freeSlot()
 		case stateBlocked:
-			w.p.blocked.Add(-1)
+			p.blocked.Add(-1)
 		}
 		return nil
 	}
@@ -326,9 +419,9 @@ func stateName(s int32) string {
 	switch s {
 	case stateNew:
 		return "never ran"
-	case stateRunning:
+	case stateRunning, stateIdle:
 		return "running"
-	case stateGetting:
+	case stateGetting, stateClosing:
 		return "in Get"
 	case stateBlocked:
 		return "blocked"
