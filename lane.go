@@ -1,0 +1,230 @@
+package iocp
+
+// Lanes: the goroutines that run a Handle's operations.
+//
+// A Handle runs each operation on a goroutine of its own: Go has no
+// portable way to wait for I/O without one. Stream operations go through
+// one of two lanes, read (Read, ReadFrom, Accept) and write (Write,
+// WriteTo); a lane runs its operations one at a time, in the order they
+// were started, on one goroutine that exists while the lane has work and
+// exits when it is empty. Positional operations (ReadAt, WriteAt) and
+// functions (Call, Do) run at once, each on its own goroutine. An idle
+// handle therefore holds no goroutine.
+
+import (
+	"context"
+	"runtime"
+)
+
+const (
+	laneRead  = 0
+	laneWrite = 1
+	laneNone  = -1 // runs at once on its own goroutine
+)
+
+// lane is one direction of a stream. All fields are guarded by Handle.mu.
+type lane struct {
+	head, tail *Overlapped // operations not started, oldest first
+	cur        *Overlapped // the running operation
+	active     bool        // a goroutine runs the lane
+	dirty      bool        // interrupt was called for cur; undo before the next
+}
+
+// aLongTimeAgo is a deadline that has passed: setting it makes a pending
+
+func (l *lane) push(ov *Overlapped) {
+	ov.o.next = nil
+	if l.tail == nil {
+		l.head = ov
+	} else {
+		l.tail.o.next = ov
+	}
+	l.tail = ov
+}
+
+func (l *lane) pop() *Overlapped {
+	ov := l.head
+	if ov != nil {
+		l.head = ov.o.next
+		if l.head == nil {
+			l.tail = nil
+		}
+		ov.o.next = nil
+	}
+	return ov
+}
+
+// remove takes ov out of the queue and reports whether it was there.
+func (l *lane) remove(ov *Overlapped) bool {
+	var prev *Overlapped
+	for x := l.head; x != nil; prev, x = x, x.o.next {
+		if x != ov {
+			continue
+		}
+		if prev == nil {
+			l.head = x.o.next
+		} else {
+			prev.o.next = x.o.next
+		}
+		if l.tail == x {
+			l.tail = prev
+		}
+		x.o.next = nil
+		return true
+	}
+	return false
+}
+
+func (h *Handle) pushFree(ov *Overlapped) {
+	ov.o.prev, ov.o.next = nil, h.free
+	if h.free != nil {
+		h.free.o.prev = ov
+	}
+	h.free = ov
+}
+
+func (h *Handle) unlinkFree(ov *Overlapped) {
+	if ov.o.prev == nil {
+		h.free = ov.o.next
+	} else {
+		ov.o.prev.o.next = ov.o.next
+	}
+	if ov.o.next != nil {
+		ov.o.next.o.prev = ov.o.prev
+	}
+	ov.o.prev, ov.o.next = nil, nil
+}
+
+// runLane runs lane ln's operations in order until its queue is empty
+// and stays so across one yield. If first is not nil, it is the lane's
+// cur already and runs first.
+func (h *Handle) runLane(ln int, first *Overlapped) {
+	l := &h.lanes[ln]
+	h.mu.Lock()
+	lingered := false
+	for ov := first; ; ov = nil {
+		if ov == nil {
+			if ov = l.pop(); ov == nil {
+				// Before exiting, give the P away once: a worker that this
+				// lane's completion just released often starts the handle's
+				// next operation at once (a Read after a Write, say), and
+				// finds the lane still running, which saves a goroutine.
+				if !lingered {
+					lingered = true
+					h.mu.Unlock()
+					runtime.Gosched()
+					h.mu.Lock()
+					continue
+				}
+				l.active = false
+				h.mu.Unlock()
+				return
+			}
+			lingered = false
+			h.undoInterrupt(ln)
+			l.cur = ov
+		}
+		h.mu.Unlock()
+
+		n, err := h.perform(ov, nil)
+
+		h.mu.Lock()
+		l.cur = nil
+		aborted := h.finish(ov)
+		h.mu.Unlock()
+		h.complete(ov, n, err, aborted)
+		h.mu.Lock()
+	}
+}
+
+// undoInterrupt clears the deadline that interrupted lane ln's last
+// operation, if one did, before the next starts. h.mu is held.
+func (h *Handle) undoInterrupt(ln int) {
+	if l := &h.lanes[ln]; l.dirty {
+		l.dirty = false
+		h.interrupt[ln](false) // a closed source says no; it matters not
+	}
+}
+
+// writeNow runs a Write on an idle write lane in the calling goroutine,
+// as far as the socket takes it without waiting: a socket whose buffer
+// has room takes a short write whole, and the operation then completes
+// with no goroutine started. What the socket does not take is left to the
+// lane's goroutine. Either way the packet is queued as for any operation.
+// h.mu is held on entry and released on return.
+func (h *Handle) writeNow(ov *Overlapped) {
+	l := &h.lanes[laneWrite]
+	l.active = true
+	l.cur = ov
+	h.undoInterrupt(laneWrite)
+	h.mu.Unlock()
+
+	o := &ov.o
+	o.written = h.raw.try(o.buf)
+	if o.written < len(o.buf) {
+		go h.runLane(laneWrite, ov)
+		return
+	}
+	h.mu.Lock()
+	l.cur = nil
+	aborted := h.finish(ov)
+	h.mu.Unlock()
+	// The lane stays active until the completion is queued, so that a
+	// Write started meanwhile completes after this one.
+	h.complete(ov, len(o.buf), nil, aborted)
+	h.mu.Lock()
+	if l.head != nil {
+		go h.runLane(laneWrite, nil)
+	} else {
+		l.active = false
+	}
+	h.mu.Unlock()
+}
+
+// runFree runs one free operation.
+func (h *Handle) runFree(ov *Overlapped, ctx context.Context) {
+	n, err := h.perform(ov, ctx)
+	h.mu.Lock()
+	h.unlinkFree(ov)
+	aborted := h.finish(ov)
+	h.mu.Unlock()
+	h.complete(ov, n, err, aborted)
+}
+
+// finish ends ov's time on the handle: from here Cancel no longer finds
+// it. It reports whether a cancel reached it while it ran. h.mu is held.
+func (h *Handle) finish(ov *Overlapped) bool {
+	ov.o.h.Store((*Handle)(nil))
+	return ov.o.aborted
+}
+
+// perform runs ov's operation on the source and returns its result; an
+// Accept's connection and a ReadFrom's address go straight into ov.
+func (h *Handle) perform(ov *Overlapped, ctx context.Context) (int, error) {
+	o := &ov.o
+	switch o.op {
+	case opRead:
+		return h.r.Read(o.buf)
+	case opWrite:
+		n, err := h.w.Write(o.buf[o.written:]) // writeNow may have written a part
+		return o.written + n, err
+	case opReadAt:
+		return h.ra.ReadAt(o.buf, ov.Offset)
+	case opWriteAt:
+		return h.wa.WriteAt(o.buf, ov.Offset)
+	case opAccept:
+		c, err := h.ln.Accept()
+		o.conn = c
+		return 0, err
+	case opReadFrom:
+		n, addr, err := h.pc.ReadFrom(o.buf)
+		o.addr = addr
+		return n, err
+	case opWriteTo:
+		return h.pc.WriteTo(o.buf, o.to)
+	default: // opFunc
+		return o.fn(ctx, ov)
+	}
+}
+
+// complete hands ov's completion to the port. An operation that a cancel

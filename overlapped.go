@@ -1,0 +1,164 @@
+package iocp
+
+// Overlapped operations: the library's half of an Overlapped, and the
+// moves of its state.
+//
+// An Overlapped's state (opState.state) moves so, each move made by one
+// function under the synchronization named:
+//
+//	from        to          by                          under
+//	ovIdle      ovPending   Handle.start                the CAS itself: of two starts, one wins
+//	ovPending   ovIdle      Handle.start, refused       the starting goroutine still owns it (reset)
+//	ovPending   ovDone      Handle.complete             the goroutine that ran it, after Handle.finish under Handle.mu
+//	ovDone      ovSettling  Overlapped.settle, discard  the CAS: of two packets carrying one Overlapped, one settles it
+//	ovSettling  ovIdle      settle, drop                the dequeuing goroutine; the next start's CAS synchronizes with this store
+//	ovDone      ovIdle      Handle.complete, refused    the completing goroutine: the port is closed and the result is dropped
+//
+// A Get that dequeues an operation's packet settles it (settleAll): the
+// result moves from opState into the exported fields, and the Overlapped
+// is idle again when the Get returns (SPEC S42).
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+)
+
+// A Func is a blocking operation run as an overlapped one, by Handle.Do, or
+// by Handle.Call on a handle associated with it. It returns the bytes
+// transferred, or any count it likes, and its error. ctx ends when the
+// operation is cancelled: a Func that watches ctx can be interrupted, one
+// that does not runs to its end. ov is the operation's Overlapped, with
+// the caller's Value and Offset.
+type Func func(ctx context.Context, ov *Overlapped) (int, error)
+
+// The states of an Overlapped.
+const (
+	ovIdle     = iota // no operation; the caller owns the Overlapped
+	ovPending         // started, not yet completed
+	ovDone            // completed: the result waits in res for the dequeue
+	ovSettling        // a Get is copying the result out
+)
+
+type opKind uint8
+
+const (
+	opRead opKind = iota
+	opWrite
+	opReadAt
+	opWriteAt
+	opAccept
+	opReadFrom
+	opWriteTo
+	opFunc
+)
+
+var opNames = [...]string{"Read", "Write", "ReadAt", "WriteAt", "Accept", "ReadFrom", "WriteTo", "Call"}
+
+// opState is the part of an Overlapped that belongs to the library while an
+// operation is pending. It is written by the call that starts the
+// operation before the operation is handed over, and then only by the
+// goroutine that runs it, or under Handle.mu.
+type opState struct {
+	state atomic.Uint32 // ovIdle, ovPending, ovDone, ovSettling
+	h     atomic.Value  // *Handle: the handle while pending; read by Cancel of any handle
+
+	op      opKind
+	lane    int8
+	buf     []byte
+	to      net.Addr           // WriteTo's destination
+	fn      Func               // Call's or Do's function
+	cancel  context.CancelFunc // ends fn's context; nil for other operations
+	next    *Overlapped        // a lane's queue, or the handle's free list; under Handle.mu
+	prev    *Overlapped        // the free list; under Handle.mu
+	aborted bool               // Cancel or Close reached it; under Handle.mu
+	written int                // the part of a Write that writeNow wrote
+
+	// The result, kept here from the completion until the dequeue.
+	n    int
+	err  error
+	addr net.Addr
+	conn net.Conn
+}
+
+// handle returns the handle ov's operation is pending on, or nil. (The
+// field is an atomic.Value because atomic.Pointer[Handle] would close a
+// cycle of types through a generic type, which Go does not accept.)
+func (o *opState) handle() *Handle {
+	h, _ := o.h.Load().(*Handle)
+	return h
+}
+
+// settle copies a completed operation's result into ov's exported fields
+// and makes ov idle. It runs in the goroutine that dequeues the packet,
+// whose Get returns right after, so the caller reads the fields with no
+// race (SPEC S42). A packet posted with an Overlapped that is not done
+// leaves it alone.
+func (ov *Overlapped) settle() {
+	// The CAS, rather than a load, keeps two packets that carry one
+	// Overlapped (a misuse of Post) from settling it at once.
+	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
+		return
+	}
+	// The result was written before the post that queued this packet, and
+	// that post is synchronized before the Get running this code.
+	o := &ov.o
+	ov.Bytes, ov.Err, ov.Addr, ov.Conn = o.n, o.err, o.addr, o.conn
+	o.n, o.err, o.addr, o.conn = 0, nil, nil, nil
+	// Hands the Overlapped back: the CAS in the next start synchronizes
+	// with this store, so that operation's writes come after this copy.
+	o.state.Store(ovIdle)
+}
+
+// discard drops a completed operation's result, for a packet that Close
+// takes off the queue: the Overlapped becomes idle, and a connection that
+// an Accept made, which nobody will see, is closed.
+func (ov *Overlapped) discard() {
+	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
+		return
+	}
+	ov.o.drop()
+}
+
+// drop forgets a completed operation's result that nobody will see: a
+// connection that an Accept made is closed, and the Overlapped becomes
+// idle.
+func (o *opState) drop() {
+	if o.conn != nil {
+		o.conn.Close()
+	}
+	o.reset()
+}
+
+// settleAll settles the Overlapped of each packet in pkts, which a
+// worker of p has just dequeued. On a port that has never had a handle no
+// packet completes an operation, and the loop is skipped: Associate sets
+// the flag before any operation can start, and the post of a completion
+// is synchronized before the Get that runs this.
+func (p *Port) settleAll(pkts []Packet) {
+	if !p.associated.Load() {
+		return
+	}
+	for i := range pkts {
+		if ov := pkts[i].Overlapped; ov != nil {
+			ov.settle()
+		}
+	}
+}
+
+// dropped, and makes the Overlapped idle.
+func (o *opState) reset() {
+	o.release()
+	o.n, o.err, o.addr, o.conn = 0, nil, nil, nil
+	o.h.Store((*Handle)(nil))
+	o.state.Store(ovIdle)
+}
+
+// release drops what the operation held: its buffer, its destination,
+// its function and the function's context.
+func (o *opState) release() {
+	if o.cancel != nil {
+		o.cancel()
+	}
+	o.buf, o.to, o.fn, o.cancel = nil, nil, nil, nil
+}
