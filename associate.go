@@ -56,7 +56,8 @@ func sourceID(src any) any {
 // second Associate returns ErrAssociated. A nil source, or one of another
 // type, is an error.
 //
-// Associate returns ErrClosed on a closed or draining port.
+// Associate returns ErrClosed on a closed port, and once a pool that is
+// closing has closed the port's handles; a draining port accepts it.
 func (p *Port) Associate(source any, key any) (*Handle, error) {
 	return p.associate(source, key, nil)
 }
@@ -94,7 +95,7 @@ func (p *Port) register(h *Handle) error {
 		return fmt.Errorf("%w: %T", ErrAssociated, h.src)
 	}
 	p.hmu.Lock()
-	if refusing(p.gate.Load()) {
+	if p.handlesClosed || p.gate.Load()&closedBit != 0 {
 		p.hmu.Unlock()
 		return ErrClosed
 	}
@@ -183,15 +184,23 @@ func deadline(now bool) time.Time {
 	return time.Time{}
 }
 
-// closeHandles closes every handle of a port that is closing. It reads the
-// set under hmu: a concurrent Associate may be making it, and each Close
-// takes hmu itself to leave it. A handle registered after the snapshot saw
-// the closed bit first (register checks it under hmu) and was refused.
+// closeHandles closes every handle of a port that is closing, and
+// refuses Associate from here on: a handle that register adds after the
+// snapshot would escape it.
 func (p *Port) closeHandles() {
-	p.hmu.Lock()
-	hs := slices.Collect(maps.Keys(p.handles))
-	p.hmu.Unlock()
-	for _, h := range hs {
+	for _, h := range p.handleList(true) {
 		h.Close()
 	}
+}
+
+// handleList returns the port's handles, read under hmu: a concurrent
+// Associate may be making the set, and each Close takes hmu itself to
+// leave it. With closing, Associate is refused from then on.
+func (p *Port) handleList(closing bool) []*Handle {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if closing {
+		p.handlesClosed = true
+	}
+	return slices.Collect(maps.Keys(p.handles))
 }

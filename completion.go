@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // ErrClosed is returned by every call on a closed port: Post, Port.Get,
@@ -158,13 +157,21 @@ type Port struct {
 	wakeups   atomic.Uint64 // waiters released, for Stats
 	discarded atomic.Uint64 // packets dropped by Close, for Stats
 
-	hmu        sync.Mutex           // guards handles
-	handles    map[*Handle]struct{} // associated and not closed; guarded by hmu
-	associated atomic.Bool          // a handle was ever associated: see settleAll
+	hmu           sync.Mutex           // guards handles and handlesClosed
+	handles       map[*Handle]struct{} // associated and not closed; guarded by hmu
+	handlesClosed bool                 // closeHandles has run: Associate is refused; guarded by hmu
+	associated    atomic.Bool          // a handle was ever associated: see settleAll
+
+	// ops counts the operations pending on the port's handles: all of
+	// them in the low 32 bits, those that complete by themselves in the
+	// high 32 (see drain.go).
+	ops atomic.Uint64
+
+	// Shutdown's drain: see drain.go.
+	drainSeq  atomic.Uint64 // bumped by the moves quiet cannot follow, while draining
+	drainWake chan struct{} // capacity 1: a token for a move worth a look
 
 	done     chan struct{} // closed by Close
-	drained  chan struct{} // closed when a draining port's queue is found empty
-	drainMu  sync.Once     // closes drained once
 	oneShots sync.Pool     // *Worker for Port.Get
 }
 
@@ -204,10 +211,10 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 		}
 	}
 	p := &Port{
-		name:    c.name,
-		native:  native,
-		done:    make(chan struct{}),
-		drained: make(chan struct{}),
+		name:      c.name,
+		native:    native,
+		done:      make(chan struct{}),
+		drainWake: make(chan struct{}, 1),
 	}
 	if p.name == "" {
 		p.name = "port-" + strconv.FormatUint(portSeq.Add(1), 10)
@@ -393,66 +400,5 @@ func (p *Port) discardQueued() {
 		}
 		clear(buf[:n])
 		p.discarded.Add(uint64(n))
-	}
-}
-
-// Shutdown closes the port gracefully: it refuses new Posts at once
-// (they return ErrClosed), lets the workers drain the queue, and closes
-// the port once the queue is empty. If ctx ends first, Shutdown returns
-// ctx.Err() and leaves the port draining, with nothing dropped: workers go
-// on taking packets, Shutdown may be called again, and Close discards what
-// is left and counts it. Shutdown returns nil if the port is closed,
-// whether by it or by Close.
-func (p *Port) Shutdown(ctx context.Context) error {
-	if p.gate.Or(drainingBit)&closedBit != 0 {
-		return nil
-	}
-	// After setting the bit: a Get that empties the queue after this check
-	// sees the bit and closes drained (see take).
-	if !p.queueEmpty() {
-		select {
-		case <-p.drained:
-		case <-p.done:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	// A Post that passed its check before the bit was set may still push
-	// after the queue was seen empty: wait for that one too. Such a Post
-	// is a few instructions from its push, so this loop is short; what a
-	// Post pushes after the final check is counted by Close.
-	for !p.queueEmpty() {
-		select {
-		case <-p.done:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
-	}
-	return p.Close()
-}
-
-// take pops up to len(dst) packets for a worker and returns how many;
-// every pop that hands packets to a worker goes through it, so that a
-// waiting Shutdown always hears of the queue becoming empty.
-//
-// The gate load comes after the pop, which pairs with Shutdown's
-// bit-then-check: either Shutdown sees the pop, or this load sees the bit.
-func (p *Port) take(dst []Packet) int {
-	n := p.q.popN(dst)
-	if n > 0 && p.gate.Load()&drainingBit != 0 {
-		p.noteDrained()
-	}
-	return n
-}
-
-// noteDrained wakes a waiting Shutdown if the queue is now empty. It is
-// kept out of take: a pop on a port that is not draining pays one load
-// for it, and no call.
-func (p *Port) noteDrained() {
-	if p.queueEmpty() {
-		p.drainMu.Do(func() { close(p.drained) })
 	}
 }

@@ -96,12 +96,21 @@
 // pairs a port with: twice as many workers as the concurrency value by
 // default, so that a handler that blocks (marked with [Blocking] on its
 // context) has another worker take its slot. A handler's panic is
-// recovered and reported ([PanicError]), and the pool serves on;
-// [Pool.Shutdown] drains the queue, closes the port and waits for the
-// workers. [Pool.Bind] is BindIoCompletionCallback: the completions of a
-// source's operations call a function. [Default] is a process-wide pool,
+// recovered and reported ([PanicError]), and the pool serves on.
+// [Pool.Bind] is BindIoCompletionCallback: the completions of a source's
+// operations call a function. [Default] is a process-wide pool,
 // made on first use, whose concurrency follows GOMAXPROCS, and [Bind]
 // binds to it.
+//
+// [Pool.Shutdown] is graceful, as http.Server.Shutdown is: new Posts and
+// Accepts return [ErrClosed] and the pending Accepts are aborted, but
+// handlers in flight go on starting operations on their handles (and may
+// Bind new sources) until the port is quiet: nothing queued, no handler
+// running, no write or function pending. Then every handle is closed, and
+// the aborted operations' packets still reach their callbacks, so that
+// per-connection cleanup runs, before the port closes. [Pool.Close] does
+// the same at once, discarding the posted packets still queued. While a
+// port drains, only Post, Accept and NewPool return ErrClosed.
 //
 // Pool workers carry pprof labels (the port's name, the worker's index),
 // and each packet runs in a runtime/trace region while tracing is on. A

@@ -241,8 +241,12 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 
 	h.mu.Lock()
 	var err error
-	switch {
-	case refusing(h.p.gate.Load()):
+	// A draining port refuses new Accepts only: the work of packets it
+	// took before goes on (see Port.Shutdown). Under h.mu, so that the
+	// drain's CancelAll of a listener either finds this Accept or comes
+	// before the check.
+	switch g := h.p.gate.Load(); {
+	case g&closedBit != 0, op == opAccept && g&drainingBit != 0:
 		err = ErrClosed
 	case h.closed:
 		err = ErrHandleClosed
@@ -252,6 +256,7 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 		o.reset()
 		return err
 	}
+	h.p.ops.Add(opsDelta(o.lane)) // before the operation can complete
 	o.h.Store(h)
 	h.handOver(ov, ctx) // unlocks h.mu
 	// ov belongs to the operation now: it may even have completed and been
@@ -308,20 +313,25 @@ func (h *Handle) complete(ov *Overlapped, n int, err error, aborted bool) {
 	// is synchronized before that Get, as Post is).
 	o.state.Store(ovDone)
 	pkt := Packet{Key: h.key, Bytes: n, Overlapped: ov, Err: err}
+	// Read before the post: once posted, ov may be dequeued and started
+	// again.
+	pending := opsDelta(o.lane)
 	for wait := time.Duration(0); ; {
-		switch h.p.post(&pkt, refuseCompletion) {
-		case nil:
-			return
-		case ErrQueueFull:
+		err := h.p.post(&pkt, refuseCompletion)
+		if err == ErrQueueFull {
 			wait = min(max(2*wait, 50*time.Microsecond), 10*time.Millisecond)
 			time.Sleep(wait)
 			continue
 		}
-		// ErrClosed: nobody will dequeue it.
-		o.drop()
-		h.p.discarded.Add(1)
-		return
+		if err != nil { // ErrClosed: nobody will dequeue it.
+			o.drop()
+			h.p.discarded.Add(1)
+		}
+		break
 	}
+	// After the post (see drain.go): no longer pending.
+	h.p.ops.Add(^(pending - 1))
+	h.p.drainStep(h.p.gate.Load())
 }
 
 // abortError is the error of an operation that a cancel interrupted: it

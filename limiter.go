@@ -90,6 +90,7 @@ func refusing(g uint64) bool { return g&refusePost != 0 }
 // waiters.
 func (p *Port) freeSlot() {
 	g := p.gate.Add(minusOne)
+	p.drainStep(g)
 	if p.native == nil && p.canRelease(g) && !p.q.empty() {
 		p.release()
 	}
@@ -104,6 +105,7 @@ func (p *Port) takeSlot() bool {
 			return false
 		}
 		if p.gate.CompareAndSwap(g, g+oneRunning) {
+			p.drainBump(g) // the caller pops next: see drain.go
 			return true
 		}
 	}

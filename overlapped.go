@@ -93,12 +93,12 @@ func (o *opState) handle() *Handle {
 // and makes ov idle. It runs in the goroutine that dequeues the packet,
 // whose Get returns right after, so the caller reads the fields with no
 // race (SPEC S42). A packet posted with an Overlapped that is not done
-// leaves it alone.
-func (ov *Overlapped) settle() {
+// leaves it alone. settle reports whether it settled a result.
+func (ov *Overlapped) settle() bool {
 	// The CAS, rather than a load, keeps two packets that carry one
 	// Overlapped (a misuse of Post) from settling it at once.
 	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
-		return
+		return false
 	}
 	// The result was written before the post that queued this packet, and
 	// that post is synchronized before the Get running this code.
@@ -108,6 +108,7 @@ func (ov *Overlapped) settle() {
 	// Hands the Overlapped back: the CAS in the next start synchronizes
 	// with this store, so that operation's writes come after this copy.
 	o.state.Store(ovIdle)
+	return true
 }
 
 // discard drops a completed operation's result, for a packet that Close
@@ -128,6 +129,12 @@ func (o *opState) drop() {
 		o.conn.Close()
 	}
 	o.reset()
+}
+
+// settleOne settles pkt's Overlapped, as settleAll does, and reports
+// whether pkt completed an operation.
+func (p *Port) settleOne(pkt *Packet) bool {
+	return pkt.Overlapped != nil && p.associated.Load() && pkt.Overlapped.settle()
 }
 
 // settleAll settles the Overlapped of each packet in pkts, which a

@@ -48,6 +48,10 @@ type Pool struct {
 
 	live atomic.Int64  // worker goroutines that have not returned
 	done chan struct{} // closed by the last worker to return
+
+	// discard is set by Close: the workers drop the posted packets they
+	// take, as Port.Close would have, and deliver only completions.
+	discard atomic.Bool
 }
 
 // A PoolOption configures a pool made by Port.NewPool.
@@ -186,11 +190,15 @@ func (pl *Pool) work(ctx context.Context) {
 // next takes one packet and handles it. It reports false when the worker
 // must go: the port is closed, or the handler panicked.
 func (pl *Pool) next(ctx context.Context, w *Worker) (ok bool) {
-	// The pool's context is cancelled only after the port is closed, so
-	// Get needs none: it returns ErrClosed then.
-	pkt, err := w.Get(context.Background())
-	if err != nil {
+	// The port's Close ends the Get (ErrClosed): it needs no context.
+	var buf [1]Packet
+	if _, err := w.get(context.Background(), buf[:], true); err != nil {
 		return false
+	}
+	pkt := buf[0]
+	if !pl.port.settleOne(&pkt) && pl.discard.Load() {
+		pl.port.discarded.Add(1) // posted, and Close came first
+		return true
 	}
 	defer func() {
 		if ok {
@@ -234,27 +242,52 @@ func (pl *Pool) Bind(source any, fn Handler) (*Handle, error) {
 	return pl.port.associate(source, nil, fn)
 }
 
-// Shutdown shuts the pool's port down (Port.Shutdown: new Posts are
-// refused, the workers drain the queue, the port closes) and then waits
-// for every worker to return from its handler and exit. If ctx ends first
-// it returns ctx.Err(): the port goes on draining, or the workers on
-// finishing, and Shutdown may be called again, or Close, which discards
-// what is left of the queue. A second Shutdown, or one after Close, waits
-// in the same way and returns nil once the workers are gone.
+// Shutdown shuts the pool down gracefully, as http.Server.Shutdown does a
+// server. It begins as Port.Shutdown does: new Posts and Accepts return
+// ErrClosed, the Accepts pending on the port's listeners are aborted, and
+// the workers go on serving until the port is quiet, with no packet
+// queued, no handler running, and no write, positional operation or
+// function pending. Handlers meanwhile start operations on their handles
+// as usual (but Accept), and may Bind or Associate new sources. Then
+// Shutdown closes every handle of the port, which aborts the reads that
+// wait on peers, and the workers deliver those aborted operations' packets
+// to their callbacks or to the handler, so that per-connection cleanup
+// runs; once every operation has completed, the port closes, and Shutdown
+// waits for every worker to exit.
+//
+// If ctx ends first it returns ctx.Err(): the pool goes on as it was, and
+// Shutdown may be called again, or Close, which discards the posted
+// packets still queued. A second Shutdown, or one after Close, waits in
+// the same way and returns nil once the workers are gone.
 //
 // A handler must not call Shutdown or Close of its own pool: they wait for
 // it. Shutdown of the Default pool panics.
 func (pl *Pool) Shutdown(ctx context.Context) error {
 	pl.mustNotBeDefault("Shutdown")
-	if err := pl.port.Shutdown(ctx); err != nil {
+	p := pl.port
+	if p.beginDrain() {
+		if err := p.drain(ctx, false); err != nil {
+			return err
+		}
+	}
+	if err := pl.finish(ctx); err != nil {
 		return err
 	}
 	return pl.wait(ctx)
 }
 
-// Close closes the pool's port, which discards the packets still queued
-// (Port.Close), cancels the handlers' context, and waits for every worker
-// to return from its handler and exit. It returns nil, every time.
+// Close closes the pool at once: new Posts and Accepts return ErrClosed,
+// the handlers' context is cancelled, the posted packets still queued are
+// discarded (Stats.Discarded counts them), and every handle of the port is
+// closed, each pending operation aborted. The workers deliver the
+// completions, aborted or not, to their callbacks or to the handler, so
+// that per-connection cleanup runs, and Close then closes the port and
+// waits for every worker to return from its handler and exit. It returns
+// nil, every time.
+//
+// An operation that its source cannot interrupt (a plain io.Reader, a
+// Func that ignores its context) holds Close until it ends, as a handler
+// that does not return does.
 //
 // Close of the Default pool panics.
 func (pl *Pool) Close() error {
@@ -264,9 +297,23 @@ func (pl *Pool) Close() error {
 }
 
 func (pl *Pool) close() {
-	pl.port.Close()
+	pl.discard.Store(true)
+	pl.port.beginDrain()
 	pl.cancel()
+	pl.finish(context.Background())
 	<-pl.done
+}
+
+// finish closes the handles of the pool's draining port, waits until the
+// workers have delivered every operation's packet and no handler runs,
+// and closes the port.
+func (pl *Pool) finish(ctx context.Context) error {
+	p := pl.port
+	p.closeHandles()
+	if err := p.drain(ctx, true); err != nil {
+		return err
+	}
+	return p.Close()
 }
 
 func (pl *Pool) wait(ctx context.Context) error {

@@ -230,7 +230,8 @@ func TestPool(t *testing.T) {
 	})
 
 	t.Run("ShutdownWaitsForHandlers", func(t *testing.T) {
-		// The port is closed, but a handler may hold Shutdown up too.
+		// A handler in flight holds the drain up: it may still start
+		// operations on its handles.
 		p := newPort(t, 1)
 		release := make(chan struct{})
 		pl := newPool(t, p, 1, func(context.Context, Packet) { <-release })
@@ -241,9 +242,9 @@ func TestPool(t *testing.T) {
 			for p.Post(Packet{}) != ErrClosed {
 				time.Sleep(time.Millisecond)
 			}
-			cancel() // the port is closed, the handler still runs
+			cancel() // Shutdown has begun, the handler still runs
 		}()
-		require.ErrorIs(t, pl.Shutdown(ctx), context.Canceled, "the port closed, a handler still runs")
+		require.ErrorIs(t, pl.Shutdown(ctx), context.Canceled, "a handler still runs")
 		close(release)
 		require.NoError(t, pl.Shutdown(context.Background()))
 	})

@@ -109,13 +109,14 @@ func (p *Port) releaseLocked() {
 		if !p.gate.CompareAndSwap(g, g+waiterToRunning) {
 			continue
 		}
+		p.drainBump(g) // between the reservation and the pop: see drain.go
 		w := p.top
 		if p.take(w.handed[:]) == 0 {
 			// A running worker took the packet first. Give back the slot
 			// and the waiter, then look at the queue again: a Post that
 			// pushed while the reservation stood may have seen no free slot
 			// and left the release to us.
-			p.gate.Add(runningToWaiter)
+			p.drainStep(p.gate.Add(runningToWaiter))
 			if p.q.empty() {
 				return
 			}
@@ -185,6 +186,9 @@ func (w *Worker) wait(ctx context.Context, counted bool) error {
 			ng += minusOne
 		}
 		if p.gate.CompareAndSwap(g, ng) {
+			if counted {
+				p.drainStep(ng)
+			}
 			break
 		}
 	}

@@ -82,7 +82,8 @@ const (
 // running), and ErrClosed once the port or the worker is closed.
 func (w *Worker) Get(ctx context.Context) (Packet, error) {
 	var buf [1]Packet
-	_, err := w.get(ctx, buf[:], true)
+	n, err := w.get(ctx, buf[:], true)
+	w.p.settleAll(buf[:n])
 	return buf[0], err
 }
 
@@ -92,6 +93,7 @@ func (w *Worker) Get(ctx context.Context) (Packet, error) {
 func (w *Worker) TryGet() (Packet, bool) {
 	var buf [1]Packet
 	n, _ := w.get(context.Background(), buf[:], false)
+	w.p.settleAll(buf[:n])
 	return buf[0], n == 1
 }
 
@@ -108,8 +110,14 @@ func (w *Worker) GetBatch(ctx context.Context, dst []Packet) (int, error) {
 	if len(dst) == 0 {
 		return 0, errEmptyBatch
 	}
-	return w.get(ctx, dst, true)
+	n, err := w.get(ctx, dst, true)
+	w.p.settleAll(dst[:n])
+	return n, err
 }
+
+// get takes up to len(dst) packets, waiting for one if block, and returns
+// how many. Their Overlappeds are not settled yet: the caller settles them
+// (settleAll, or a pool's settleOne).
 
 func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error) {
 	p := w.p
@@ -127,7 +135,6 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 		g := p.gate.Load()
 		if g&closedBit == 0 && running(g) <= p.Concurrency() {
 			if n := p.take(dst); n > 0 {
-				p.settleAll(dst[:n])
 				return n, nil
 			}
 		}
@@ -148,7 +155,6 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	if counted && running(g) <= p.Concurrency() || !counted && p.takeSlot() {
 		counted = true
 		if n := p.take(dst); n > 0 {
-			p.settleAll(dst[:n])
 			w.leave(true, true)
 			return n, nil
 		}
@@ -173,7 +179,6 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	dst[0] = w.handed[0]
 	w.handed[0] = Packet{}
 	n := 1 + p.take(dst[1:])
-	p.settleAll(dst[:n])
 	w.leave(true, true)
 	return n, nil
 }
@@ -222,12 +227,6 @@ func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, 
 		return 0, err
 	}
 	p.gate.Add(oneRunning)
-	if n > 0 {
-		if p.gate.Load()&drainingBit != 0 {
-			p.noteDrained()
-		}
-		p.settleAll(dst[:n])
-	}
 	if cerr := w.leave(true, n > 0); cerr != nil {
 		w.unbind()
 		if n == 0 {
@@ -338,6 +337,7 @@ func (w *Worker) Block() {
 			w.p.idle.Add(-1)
 		}
 		w.p.blocked.Add(1)
+		w.p.drainBump(w.p.gate.Load()) // between the two steps: see drain.go
 		w.p.freeSlot()
 		return
 	}
@@ -410,6 +410,7 @@ func (w *Worker) Close() error {
 			p.freeSlot()
 		case stateBlocked:
 			p.blocked.Add(-1)
+			p.drainStep(p.gate.Load())
 		}
 		return nil
 	}
