@@ -25,7 +25,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"time"
 )
 
 // Errors of associated sources and their operations. Operations that fail
@@ -295,53 +294,6 @@ func (h *Handle) handOver(ov *Overlapped, ctx context.Context) {
 
 // reset forgets an operation that did not start, or whose completion was
 
-// reached and that failed reports ErrAborted, with the source's error
-// behind it; one that succeeded anyway keeps its result (S44).
-//
-// On a port with a queue limit, complete waits for room: a completion is
-// never dropped for a full queue. On a closed port it is dropped, and
-// counted in Stats.Discarded.
-func (h *Handle) complete(ov *Overlapped, n int, err error, aborted bool) {
-	o := &ov.o
-	if aborted && err != nil {
-		err = &abortError{err}
-	}
-	o.release()
-	o.n, o.err = n, err
-	// Marks the result as waiting for its dequeue; the post below, not
-	// this store, publishes it to the Get that returns the packet (a post
-	// is synchronized before that Get, as Post is).
-	o.state.Store(ovDone)
-	pkt := Packet{Key: h.key, Bytes: n, Overlapped: ov, Err: err}
-	// Read before the post: once posted, ov may be dequeued and started
-	// again.
-	pending := opsDelta(o.lane)
-	for wait := time.Duration(0); ; {
-		err := h.p.post(&pkt, refuseCompletion)
-		if err == ErrQueueFull {
-			wait = min(max(2*wait, 50*time.Microsecond), 10*time.Millisecond)
-			time.Sleep(wait)
-			continue
-		}
-		if err != nil { // ErrClosed: nobody will dequeue it.
-			o.drop()
-			h.p.discarded.Add(1)
-		}
-		break
-	}
-	// After the post (see drain.go): no longer pending.
-	h.p.ops.Add(^(pending - 1))
-	h.p.drainStep(h.p.gate.Load())
-}
-
-// abortError is the error of an operation that a cancel interrupted: it
-// matches ErrAborted and unwraps to what the source returned.
-type abortError struct{ cause error }
-
-func (e *abortError) Error() string        { return "iocp: operation aborted: " + e.cause.Error() }
-func (e *abortError) Unwrap() error        { return e.cause }
-func (e *abortError) Is(target error) bool { return target == ErrAborted }
-
 // Cancel cancels the operation pending on ov (CancelIoEx with an
 // OVERLAPPED). Its packet still comes, exactly once (SPEC S44): with its
 // normal result if it finished first, otherwise with an error that matches
@@ -472,3 +424,11 @@ func (h *Handle) Close() error {
 	h.p.hmu.Unlock()
 	return err
 }
+
+// A Func is a blocking operation run as an overlapped one, by Handle.Do, or
+// by Handle.Call on a handle associated with it. It returns the bytes
+// transferred, or any count it likes, and its error. ctx ends when the
+// operation is cancelled: a Func that watches ctx can be interrupted, one
+// that does not runs to its end. ov is the operation's Overlapped, with
+// the caller's Value and Offset.
+type Func func(ctx context.Context, ov *Overlapped) (int, error)

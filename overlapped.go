@@ -24,14 +24,6 @@ import (
 	"sync/atomic"
 )
 
-// A Func is a blocking operation run as an overlapped one, by Handle.Do, or
-// by Handle.Call on a handle associated with it. It returns the bytes
-// transferred, or any count it likes, and its error. ctx ends when the
-// operation is cancelled: a Func that watches ctx can be interrupted, one
-// that does not runs to its end. ov is the operation's Overlapped, with
-// the caller's Value and Offset.
-type Func func(ctx context.Context, ov *Overlapped) (int, error)
-
 // The states of an Overlapped.
 const (
 	ovIdle     = iota // no operation; the caller owns the Overlapped
@@ -89,38 +81,6 @@ func (o *opState) handle() *Handle {
 	return h
 }
 
-// settle copies a completed operation's result into ov's exported fields
-// and makes ov idle. It runs in the goroutine that dequeues the packet,
-// whose Get returns right after, so the caller reads the fields with no
-// race (SPEC S42). A packet posted with an Overlapped that is not done
-// leaves it alone. settle reports whether it settled a result.
-func (ov *Overlapped) settle() bool {
-	// The CAS, rather than a load, keeps two packets that carry one
-	// Overlapped (a misuse of Post) from settling it at once.
-	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
-		return false
-	}
-	// The result was written before the post that queued this packet, and
-	// that post is synchronized before the Get running this code.
-	o := &ov.o
-	ov.Bytes, ov.Err, ov.Addr, ov.Conn = o.n, o.err, o.addr, o.conn
-	o.n, o.err, o.addr, o.conn = 0, nil, nil, nil
-	// Hands the Overlapped back: the CAS in the next start synchronizes
-	// with this store, so that operation's writes come after this copy.
-	o.state.Store(ovIdle)
-	return true
-}
-
-// discard drops a completed operation's result, for a packet that Close
-// takes off the queue: the Overlapped becomes idle, and a connection that
-// an Accept made, which nobody will see, is closed.
-func (ov *Overlapped) discard() {
-	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
-		return
-	}
-	ov.o.drop()
-}
-
 // drop forgets a completed operation's result that nobody will see: a
 // connection that an Accept made is closed, and the Overlapped becomes
 // idle.
@@ -129,28 +89,6 @@ func (o *opState) drop() {
 		o.conn.Close()
 	}
 	o.reset()
-}
-
-// settleOne settles pkt's Overlapped, as settleAll does, and reports
-// whether pkt completed an operation.
-func (p *Port) settleOne(pkt *Packet) bool {
-	return pkt.Overlapped != nil && p.associated.Load() && pkt.Overlapped.settle()
-}
-
-// settleAll settles the Overlapped of each packet in pkts, which a
-// worker of p has just dequeued. On a port that has never had a handle no
-// packet completes an operation, and the loop is skipped: Associate sets
-// the flag before any operation can start, and the post of a completion
-// is synchronized before the Get that runs this.
-func (p *Port) settleAll(pkts []Packet) {
-	if !p.associated.Load() {
-		return
-	}
-	for i := range pkts {
-		if ov := pkts[i].Overlapped; ov != nil {
-			ov.settle()
-		}
-	}
 }
 
 // dropped, and makes the Overlapped idle.

@@ -1,0 +1,363 @@
+package iocp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrClosed is returned by every call on a closed port: Post, Port.Get,
+// Worker.Get, Worker.GetBatch, Associate and the operations of its
+// handles. Post, Accept and NewPool also return it once Shutdown has
+// begun. Worker calls return it after Worker.Close as well.
+var ErrClosed = errors.New("iocp: port closed")
+
+// ErrQueueFull is returned by Post on a port made with WithQueueLimit whose
+// queue holds that many packets. The packet was not queued.
+var ErrQueueFull = errors.New("iocp: queue full")
+
+// Stats is a snapshot of a port's counters. Under concurrent use each
+// field is exact at the moment it was read, but the fields are read one
+// after another.
+type Stats struct {
+	Concurrency int // the effective concurrency value
+	Running     int // workers counted as runnable; may exceed Concurrency for a while (S30)
+	Blocked     int // workers between Block and Unblock
+	Waiting     int // calls parked in Get or GetBatch
+	Queued      int // packets in the queue
+	// Idle counts the workers in Running whose last Get, TryGet or
+	// GetBatch returned no packet (SPEC S32): each holds a slot with no
+	// work until it calls Get again, Block or Close. A count that stays
+	// above zero while packets are queued usually means a worker that
+	// stopped calling Get without being closed.
+	Idle int
+	// Wakeups counts waiters released with a packet since the port was
+	// made: each one is a parked goroutine woken, or one caught just before
+	// it parked. A worker that takes a queued packet without waiting is
+	// not counted.
+	Wakeups uint64
+	// Discarded counts the packets that Close dropped from the queue.
+	Discarded uint64
+}
+
+// An Option configures a port made by NewPort.
+type Option func(*config) error
+
+type config struct {
+	queueLimit int
+	name       string
+	follow     bool
+	native     bool
+}
+
+// maxQueueLimit bounds WithQueueLimit: a bounded queue is allocated whole
+// when the port is made, 56 bytes a packet.
+const maxQueueLimit = 1 << 24
+
+// WithQueueLimit bounds the port's queue to n packets, 1 <= n <= 1<<24;
+// a Post that finds n packets queued returns ErrQueueFull and queues
+// nothing. The queue's memory is allocated when the port is made. Without
+// this option the queue grows as needed and Post never blocks.
+func WithQueueLimit(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > maxQueueLimit {
+			return fmt.Errorf("iocp: queue limit %d out of range [1, %d]", n, maxQueueLimit)
+		}
+		c.queueLimit = n
+		return nil
+	}
+}
+
+// WithName names the port, for the labels and trace regions of its pool's
+// workers (see Port.NewPool). The name must not be empty.
+func WithName(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return errors.New("iocp: WithName with an empty name")
+		}
+		c.name = name
+		return nil
+	}
+}
+
+// A Port is a completion port: a FIFO queue of packets, the workers that
+// take them, and a concurrency value that bounds how many of those workers
+// run at once. See the package documentation for the model.
+//
+// The zero Port is not usable: make one with NewPort. A Port must not be
+// copied. All its methods are safe for concurrent use.
+type Port struct {
+	// gate holds R, W and the draining and closed bits: see limiter.go.
+	gate atomic.Uint64
+	_    [cacheLine - 8]byte
+
+	q queue // lock-free; see ring.go
+
+	// concurrency is the concurrency value C. It is fixed after NewPort
+	// unless the port follows GOMAXPROCS, whose goroutine stores it (see
+	// follow in runtime_hooks.go); every other access is a load.
+	concurrency atomic.Int64
+	name        string      // read-only after NewPort
+	native      *nativePort // nil for the pure-Go port; read-only after NewPort
+
+	// mu guards the waiter stack (top and the Worker links) and the
+	// changes to W in gate, and serializes releases so that they follow
+	// the stack's order exactly. Post and Get do not take it while a
+	// packet or a slot is at hand.
+	mu  sync.Mutex
+	top *Worker // most recent waiter; guarded by mu
+
+	blocked   atomic.Int64  // workers between Block and Unblock, for Stats
+	idle      atomic.Int64  // workers in stateIdle, for Stats
+	wakeups   atomic.Uint64 // waiters released, for Stats
+	discarded atomic.Uint64 // packets dropped by Close, for Stats
+
+	hmu           sync.Mutex           // guards handles and handlesClosed
+	handles       map[*Handle]struct{} // associated and not closed; guarded by hmu
+	handlesClosed bool                 // closeHandles has run: Associate is refused; guarded by hmu
+	associated    atomic.Bool          // a handle was ever associated: see settleAll
+
+	// ops counts the operations pending on the port's handles: all of
+	// them in the low 32 bits, those that complete by themselves in the
+	// high 32 (see drain.go).
+	ops atomic.Uint64
+
+	// Shutdown's drain: see drain.go.
+	drainSeq  atomic.Uint64 // bumped by the moves quiet cannot follow, while draining
+	drainWake chan struct{} // capacity 1: a token for a move worth a look
+
+	done     chan struct{} // closed by Close
+	oneShots sync.Pool     // *Worker for Port.Get
+}
+
+// NewPort makes a port whose concurrency value is concurrency, or
+// runtime.GOMAXPROCS(0) if concurrency is 0. The value is fixed for the
+// port's life, unless a port made with 0 is given FollowGOMAXPROCS. A
+// negative concurrency, or an invalid option, returns an error and no
+// port.
+func NewPort(concurrency int, opts ...Option) (*Port, error) {
+	if concurrency < 0 || concurrency > maxConcurrency {
+		return nil, fmt.Errorf("iocp: concurrency %d out of range [0, %d]", concurrency, maxConcurrency)
+	}
+	auto := concurrency == 0
+	if auto {
+		concurrency = runtime.GOMAXPROCS(0)
+	}
+	var c config
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, errors.New("iocp: nil Option")
+		}
+		if err := opt(&c); err != nil {
+			return nil, err
+		}
+	}
+	if c.follow && !auto {
+		return nil, fmt.Errorf("iocp: FollowGOMAXPROCS with concurrency %d; it needs 0", concurrency)
+	}
+	if c.follow && c.native {
+		return nil, errors.New("iocp: FollowGOMAXPROCS with WithNative: the kernel fixes a native port's concurrency value")
+	}
+	var native *nativePort
+	if c.native {
+		var err error
+		if native, err = newNative(concurrency, c.queueLimit); err != nil {
+			return nil, err
+		}
+	}
+	p := &Port{
+		name:      c.name,
+		native:    native,
+		done:      make(chan struct{}),
+		drainWake: make(chan struct{}, 1),
+	}
+	if p.name == "" {
+		p.name = "port-" + strconv.FormatUint(portSeq.Add(1), 10)
+	}
+	p.concurrency.Store(int64(concurrency))
+	if native == nil {
+		p.q.init(c.queueLimit)
+		p.q.gate = &p.gate
+	}
+	p.oneShots.New = func() any { return p.NewWorker() }
+	if c.follow {
+		go p.follow()
+	}
+	return p, nil
+}
+
+// portSeq numbers the ports that were not named, for their default names.
+var portSeq atomic.Uint64
+
+// Concurrency returns the port's concurrency value.
+func (p *Port) Concurrency() int { return int(p.concurrency.Load()) }
+
+// Name returns the port's name: the one given to WithName, or "port-N",
+// N counting the ports made without one. Pools label their workers with it
+// (see Port.NewPool).
+func (p *Port) Name() string { return p.name }
+
+// Post queues pkt, unchanged, at the tail of the port's queue; the port
+// then releases the most recent waiter with the oldest packet if fewer
+// than Concurrency workers run. Post never blocks; on a port made with
+// WithQueueLimit it returns ErrQueueFull when the queue is full. After Close
+// or Shutdown it returns ErrClosed. Post is PostQueuedCompletionStatus.
+//
+// Memory model: a Post that returns nil is synchronized before the Get,
+// TryGet or GetBatch that returns its packet (https://go.dev/ref/mem).
+func (p *Port) Post(pkt Packet) error { return p.post(&pkt, refusePost) }
+
+// post queues *pkt unless one of the refuse bits is set in the gate; see
+// Post. Operations complete through it too, with fewer bits.
+func (p *Port) post(pkt *Packet, refuse uint64) error {
+	g := p.gate.Load()
+	if g&refuse != 0 {
+		return ErrClosed
+	}
+	if p.native != nil {
+		return p.native.post(pkt)
+	}
+	// A waiter can run and nothing is queued ahead: hand the packet over
+	// without going through the ring.
+	if p.canRelease(g) {
+		if handed, err := p.handOff(pkt, refuse); handed || err != nil {
+			return err
+		}
+	}
+	switch p.q.push(pkt, refuse) {
+	case full:
+		return ErrQueueFull // the sentinel itself: a retry loop allocates nothing
+	case aborted:
+		return ErrClosed // it yielded, and Close or Shutdown began meanwhile
+	}
+	// This load must come after the push: a waiter that registered before
+	// it is seen here, one that registers after it sees the packet (see
+	// limiter.go).
+	g = p.gate.Load()
+	if p.canRelease(g) {
+		p.release()
+	} else if g&closedBit != 0 {
+		// Close ran between our first check and the push, and may have
+		// emptied the queue before the push: the packet was posted before
+		// the close and is discarded by it, counted like the rest.
+		p.discardQueued()
+	}
+	return nil
+}
+
+// Get takes one packet as a worker that exists for this call only: it
+// waits until a packet is queued and a slot is free, takes the packet, and
+// is not counted as running once it returns (SPEC S35). A loop over
+// Port.Get is therefore not bounded by the concurrency value: the work done
+// with the packet runs outside the count. Use a Worker for that.
+//
+// Get returns ctx.Err() if ctx ends first, and ErrClosed if the port is
+// closed.
+func (p *Port) Get(ctx context.Context) (Packet, error) {
+	w := p.oneShots.Get().(*Worker)
+	pkt, err := w.Get(ctx)
+	// Not counted after return: give the slot back (which may release a
+	// waiter), and make the worker new again for the next call.
+	w.Close()
+	if err != ErrClosed {
+		w.state.Store(stateNew)
+		p.oneShots.Put(w)
+	}
+	return pkt, err
+}
+
+// NewWorker returns a worker of the port: the counterpart of a thread that
+// calls GetQueuedCompletionStatus on it. A Worker belongs to one goroutine
+// at a time. It is not counted as running until its first Get returns.
+// Workers made after Close return ErrClosed from Get.
+func (p *Port) NewWorker() *Worker {
+	return &Worker{p: p, wake: make(chan struct{}, 1)}
+}
+
+// Stats returns a snapshot of the port's counters.
+func (p *Port) Stats() Stats {
+	g := p.gate.Load()
+	return Stats{
+		Concurrency: p.Concurrency(),
+		Running:     running(g),
+		Blocked:     int(p.blocked.Load()),
+		Waiting:     waiters(g),
+		Queued:      p.queueLen(),
+		Idle:        int(p.idle.Load()),
+		Wakeups:     p.wakeups.Load(),
+		Discarded:   p.discarded.Load(),
+	}
+}
+
+// Close closes the port: every call parked in Get or GetBatch returns
+// ErrClosed, the queued packets are discarded (Stats.Discarded counts them,
+// as CloseHandle discards them on Windows), and later calls return
+// ErrClosed. Close returns nil, at once and every time; it does not wait for
+// workers that are running to call Get again.
+//
+// Memory model: Close is synchronized before every call that returns
+// ErrClosed because of it.
+func (p *Port) Close() error {
+	if p.native != nil {
+		return p.closeNative()
+	}
+	p.mu.Lock()
+	g := p.gate.Load()
+	if g&closedBit != 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	for !p.gate.CompareAndSwap(g, (g|closedBit)&^waiterMask) {
+		g = p.gate.Load()
+	}
+	for w := p.top; w != nil; {
+		next := w.down
+		w.up, w.down = nil, nil
+		w.signal(resultClosed)
+		w = next
+	}
+	p.top = nil
+	close(p.done)
+	p.mu.Unlock()
+	p.discardQueued()
+	p.closeHandles()
+	return nil
+}
+
+// closeNative is Close on a port with a backend.
+func (p *Port) closeNative() error {
+	if p.gate.Or(closedBit)&closedBit != 0 {
+		return nil
+	}
+	n := p.native.close(func(pkt *Packet) {
+		if ov := pkt.Overlapped; ov != nil {
+			ov.discard()
+		}
+	})
+	p.discarded.Add(uint64(n))
+	close(p.done)
+	p.closeHandles()
+	return nil
+}
+
+// discardQueued empties the queue of a closed port, counting the packets.
+func (p *Port) discardQueued() {
+	var buf [64]Packet
+	for {
+		n := p.q.popN(buf[:])
+		if n == 0 {
+			return
+		}
+		for i := range buf[:n] {
+			if ov := buf[i].Overlapped; ov != nil {
+				ov.discard()
+			}
+		}
+		clear(buf[:n])
+		p.discarded.Add(uint64(n))
+	}
+}
