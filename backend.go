@@ -1,6 +1,10 @@
 package iocp
 
-import "context"
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+)
 
 // A backend is a port's queue and scheduler when they are not the pure-Go
 // ones: on Windows, a kernel completion port (WithNative). A port with a
@@ -81,4 +85,123 @@ func (p *Port) queueEmpty() bool {
 		return p.native.len() == 0
 	}
 	return p.q.empty()
+}
+
+// nativeWorker is a native port's worker: the OS thread it runs on, from
+// its first Get (bind) until it closes (unbind).
+type nativeWorker struct {
+	bound atomic.Bool // changed by the owning goroutine only; Close reads it
+	t     thread
+}
+
+// unbindHere unbinds a native worker if the caller is the goroutine that
+// bound it: a worker closed, perhaps by another goroutine, leaves the
+// kernel's port at the next call its own goroutine makes. It does nothing
+// on the pure-Go port.
+func (w *Worker) unbindHere() {
+	if w.nw != nil && w.nw.bound.Load() && w.p.native.current(&w.nw.t) {
+		w.unbind()
+	}
+}
+
+// getNative is get on a port with a backend, which decides who takes
+// what; the gate only counts. The worker's thread is counted as running by
+// the kernel from its first Get until it closes (bind), and as waiting
+// while it is in the kernel's wait.
+func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, error) {
+	p := w.p
+	if w.nw.bound.Load() {
+		w.mustBeOnThread("used")
+	}
+	prev := w.enter()
+	if prev == stateClosed {
+		w.unbind() // closed by another goroutine since its last call
+		return 0, ErrClosed
+	}
+	counted := prev == stateRunning || prev == stateIdle
+	w.bind()
+	// After bind: a Close from another goroutine that found no thread to
+	// interrupt is seen here (see nativePort.interrupt).
+	if p.gate.Load()&closedBit != 0 || w.state.Load() == stateClosing {
+		if counted {
+			p.freeSlot()
+		}
+		w.unbind()
+		w.leave(false, false)
+		return 0, ErrClosed
+	}
+	// The slot is given up first, as get does; the kernel does the same
+	// for the thread when it enters its wait.
+	if counted {
+		p.freeSlot()
+	}
+	if block {
+		p.gate.Add(oneWaiter)
+	}
+	n, err := p.native.get(&w.nw.t, ctx, dst, block)
+	if block {
+		p.gate.Add(minusOneWaiter)
+	}
+	if err == ErrClosed {
+		w.unbind()
+		w.leave(false, false)
+		return 0, err
+	}
+	p.gate.Add(oneRunning)
+	if cerr := w.leave(true, n > 0); cerr != nil {
+		w.unbind()
+		if n == 0 {
+			return 0, cerr
+		}
+	}
+	return n, err
+}
+
+// bind locks the calling goroutine to its OS thread and attaches the
+// thread to the native backend, at a worker's first Get; later Gets check
+// first that they run on that thread (mustBeOnThread). The kernel counts
+// threads, not goroutines: a worker whose goroutine moved between threads
+// would be counted on a thread that runs something else.
+func (w *Worker) bind() {
+	if w.nw.bound.Load() {
+		return
+	}
+	runtime.LockOSThread()
+	w.p.native.attach(&w.nw.t)
+	w.nw.bound.Store(true)
+}
+
+// mustBeOnThread panics unless the caller runs on a bound worker's thread,
+// that is, is the goroutine that bound it.
+func (w *Worker) mustBeOnThread(verb string) {
+	if !w.p.native.current(&w.nw.t) {
+		panic("iocp: a native port's Worker " + verb + " by a goroutine other than the one that first called its Get")
+	}
+}
+
+// unbind undoes bind, on the worker's own thread: the kernel stops counting
+// the thread for the port, and the goroutine may move again.
+func (w *Worker) unbind() {
+	if !w.nw.bound.Load() {
+		return
+	}
+	w.p.native.detach(&w.nw.t)
+	w.nw.bound.Store(false)
+	runtime.UnlockOSThread()
+}
+
+// closeNative is Close on a port with a backend.
+func (p *Port) closeNative() error {
+	if p.gate.Or(closedBit)&closedBit != 0 {
+		return nil
+	}
+	n := p.native.close(func(pkt *Packet) {
+		if ov := pkt.Overlapped; ov != nil {
+			ov.discard()
+		}
+	})
+	p.discarded.Add(uint64(n))
+	close(p.done)
+	p.closeHandles()
+	return nil
 }

@@ -275,7 +275,11 @@ func (p *Port) Get(ctx context.Context) (Packet, error) {
 // at a time. It is not counted as running until its first Get returns.
 // Workers made after Close return ErrClosed from Get.
 func (p *Port) NewWorker() *Worker {
-	return &Worker{p: p, wake: make(chan struct{}, 1)}
+	w := &Worker{p: p, wake: make(chan struct{}, 1)}
+	if p.native != nil {
+		w.nw = new(nativeWorker)
+	}
+	return w
 }
 
 // Stats returns a snapshot of the port's counters.
@@ -324,22 +328,6 @@ func (p *Port) Close() error {
 	close(p.done)
 	p.mu.Unlock()
 	p.discardQueued()
-	p.closeHandles()
-	return nil
-}
-
-// closeNative is Close on a port with a backend.
-func (p *Port) closeNative() error {
-	if p.gate.Or(closedBit)&closedBit != 0 {
-		return nil
-	}
-	n := p.native.close(func(pkt *Packet) {
-		if ov := pkt.Overlapped; ov != nil {
-			ov.discard()
-		}
-	})
-	p.discarded.Add(uint64(n))
-	close(p.done)
 	p.closeHandles()
 	return nil
 }

@@ -3,7 +3,6 @@ package iocp
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync/atomic"
 )
 
@@ -52,10 +51,7 @@ type Worker struct {
 	result   atomic.Uint32 // resultNone, resultPacket or resultClosed
 	wake     chan struct{} // capacity 1: park here
 
-	// A native backend's worker: the OS thread it runs on (see bind).
-	// bound is changed by the owning goroutine only, and read by Close.
-	bound atomic.Bool
-	t     thread
+	nw *nativeWorker // a native port's worker (backend.go); nil on the pure-Go port
 }
 
 // The states of a Worker. A worker counted in R is in stateRunning or
@@ -183,92 +179,6 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	return n, nil
 }
 
-// getNative is get on a port with a backend, which decides who takes
-// what; the gate only counts. The worker's thread is counted as running by
-// the kernel from its first Get until it closes (bind), and as waiting
-// while it is in the kernel's wait.
-func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, error) {
-	p := w.p
-	if w.bound.Load() {
-		w.mustBeOnThread("used")
-	}
-	prev := w.enter()
-	if prev == stateClosed {
-		w.unbind() // closed by another goroutine since its last call
-		return 0, ErrClosed
-	}
-	counted := prev == stateRunning || prev == stateIdle
-	w.bind()
-	// After bind: a Close from another goroutine that found no thread to
-	// interrupt is seen here (see nativePort.interrupt).
-	if p.gate.Load()&closedBit != 0 || w.state.Load() == stateClosing {
-		if counted {
-			p.freeSlot()
-		}
-		w.unbind()
-		w.leave(false, false)
-		return 0, ErrClosed
-	}
-	// The slot is given up first, as get does; the kernel does the same
-	// for the thread when it enters its wait.
-	if counted {
-		p.freeSlot()
-	}
-	if block {
-		p.gate.Add(oneWaiter)
-	}
-	n, err := p.native.get(&w.t, ctx, dst, block)
-	if block {
-		p.gate.Add(minusOneWaiter)
-	}
-	if err == ErrClosed {
-		w.unbind()
-		w.leave(false, false)
-		return 0, err
-	}
-	p.gate.Add(oneRunning)
-	if cerr := w.leave(true, n > 0); cerr != nil {
-		w.unbind()
-		if n == 0 {
-			return 0, cerr
-		}
-	}
-	return n, err
-}
-
-// bind locks the calling goroutine to its OS thread and attaches the
-// thread to the native backend, at a worker's first Get; later Gets check
-// first that they run on that thread (mustBeOnThread). The kernel counts
-// threads, not goroutines: a worker whose goroutine moved between threads
-// would be counted on a thread that runs something else.
-func (w *Worker) bind() {
-	if w.bound.Load() {
-		return
-	}
-	runtime.LockOSThread()
-	w.p.native.attach(&w.t)
-	w.bound.Store(true)
-}
-
-// mustBeOnThread panics unless the caller runs on a bound worker's thread,
-// that is, is the goroutine that bound it.
-func (w *Worker) mustBeOnThread(verb string) {
-	if !w.p.native.current(&w.t) {
-		panic("iocp: a native port's Worker " + verb + " by a goroutine other than the one that first called its Get")
-	}
-}
-
-// unbind undoes bind, on the worker's own thread: the kernel stops counting
-// the thread for the port, and the goroutine may move again.
-func (w *Worker) unbind() {
-	if !w.bound.Load() {
-		return
-	}
-	w.p.native.detach(&w.t)
-	w.bound.Store(false)
-	runtime.UnlockOSThread()
-}
-
 // enter moves w into stateGetting and returns the state it left, or
 // stateClosed if w is closed or closing.
 func (w *Worker) enter() int32 {
@@ -379,9 +289,7 @@ func (w *Worker) Close() error {
 		s := w.state.Load()
 		switch s {
 		case stateClosed, stateClosing:
-			if w.bound.Load() && p.native.current(&w.t) {
-				w.unbind() // closed by another goroutine since its last call
-			}
+			w.unbindHere() // closed by another goroutine since its last call
 			return ErrClosed
 		case stateGetting:
 			if !w.state.CompareAndSwap(s, stateClosing) {
@@ -389,8 +297,8 @@ func (w *Worker) Close() error {
 			}
 			// The Get sees stateClosing as it leaves; if it waits, it is
 			// woken.
-			if p.native != nil {
-				p.native.interrupt(&w.t)
+			if w.nw != nil {
+				p.native.interrupt(&w.nw.t)
 			} else {
 				p.dropWaiter(w)
 			}
@@ -399,9 +307,7 @@ func (w *Worker) Close() error {
 		if !w.state.CompareAndSwap(s, stateClosed) {
 			continue
 		}
-		if w.bound.Load() && p.native.current(&w.t) {
-			w.unbind()
-		}
+		w.unbindHere()
 		switch s {
 		case stateIdle:
 			p.idle.Add(-1)
