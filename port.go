@@ -55,13 +55,14 @@ type config struct {
 }
 
 // maxQueueLimit bounds WithQueueLimit: a bounded queue is allocated whole
-// when the port is made, 56 bytes a packet.
+// when the port is made, one 64-byte slot a packet (ring.go).
 const maxQueueLimit = 1 << 24
 
 // WithQueueLimit bounds the port's queue to n packets, 1 <= n <= 1<<24;
 // a Post that finds n packets queued returns ErrQueueFull and queues
-// nothing. The queue's memory is allocated when the port is made. Without
-// this option the queue grows as needed and Post never blocks.
+// nothing. The queue's memory, 64 bytes a packet, is allocated when the
+// port is made. Without this option the queue grows as needed and Post
+// never blocks.
 func WithQueueLimit(n int) Option {
 	return func(c *config) error {
 		if n < 1 || n > maxQueueLimit {
