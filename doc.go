@@ -189,4 +189,11 @@
 // timer; every call parked on it returns [ErrClosed]. A Pool's workers
 // exit once its port is closed and their handlers have returned;
 // Pool.Shutdown and Pool.Close wait for them.
+//
+// # Statements
+//
+// Comments and test names cite the numbered statements the package
+// promises, S1 to S51, as "SPEC S42": they are in docs/spec.md in the
+// repository (https://github.com/iocp-go/iocp/blob/main/docs/spec.md),
+// and each is a test named after it.
 package iocp
