@@ -53,8 +53,9 @@ func sourceID(src any) any {
 // io.Reader, io.Writer, io.ReaderAt or io.WriterAt, or a Func. The
 // operations a Handle allows are the ones its source's type has. A source
 // is associated with one port at most, until its Handle is closed: a
-// second Associate returns ErrAssociated. A nil source, or one of another
-// type, is an error.
+// second Associate returns ErrAssociated. A nil source is an error that
+// matches ErrInvalid; a source of any other type, an error that matches
+// errors.ErrUnsupported.
 //
 // Associate returns ErrClosed on a closed port, and once a pool that is
 // closing has closed the port's handles; a draining port accepts it.

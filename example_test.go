@@ -239,3 +239,140 @@ func ExamplePort_Associate() {
 	// conn: first read read "hello"
 	// conn aborted: true
 }
+
+// Shutdown with a deadline: the drain gets until the deadline, and Close
+// then discards what is left, counting it.
+func ExamplePort_Shutdown() {
+	port, _ := iocp.NewPort(1)
+	port.Post(iocp.Packet{Key: "never taken"}) // no worker runs
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := port.Shutdown(ctx); err != nil {
+		fmt.Println("shutdown:", err)
+		port.Close()
+	}
+	fmt.Println("discarded:", port.Stats().Discarded)
+	// Output:
+	// shutdown: context deadline exceeded
+	// discarded: 1
+}
+
+// A handler's panic is recovered and reported with its packet; the pool
+// goes on serving.
+func ExampleWithErrorHandler() {
+	port, _ := iocp.NewPort(1)
+	errs := make(chan error, 1)
+	pool, _ := port.NewPool(1, func(_ context.Context, pkt iocp.Packet) {
+		if pkt.Key == "bad" {
+			panic(errors.New("bad input"))
+		}
+	}, iocp.WithErrorHandler(func(err error) { errs <- err }))
+	port.Post(iocp.Packet{Key: "bad"})
+	err := <-errs
+	var pe *iocp.PanicError
+	if errors.As(err, &pe) {
+		fmt.Println("panic with packet", pe.Packet.Key, "value:", pe.Value)
+	}
+	pool.Close()
+	// Output:
+	// panic with packet bad value: bad input
+}
+
+// Code deep in a call chain holds only a context; NewContext puts the
+// worker in it, and Blocking marks the wait for that worker.
+func ExampleBlocking() {
+	port, _ := iocp.NewPort(1)
+	defer port.Close()
+	port.Post(iocp.Packet{Key: "job"})
+	w := port.NewWorker()
+	defer w.Close()
+	w.Get(context.Background())
+	ctx := iocp.NewContext(context.Background(), w)
+
+	var mu sync.Mutex
+	lookup := func(ctx context.Context) { // knows nothing of ports
+		iocp.Blocking(ctx, func() {
+			mu.Lock() // may wait: the worker's slot is free meanwhile
+			fmt.Println("blocked while waiting:", port.Stats().Blocked)
+			mu.Unlock()
+		})
+	}
+	lookup(ctx)
+	fmt.Println("running again:", port.Stats().Running)
+	// Output:
+	// blocked while waiting: 1
+	// running again: 1
+}
+
+// GetBatch takes what is queued, up to len(dst), in one call that counts
+// as one worker.
+func ExampleWorker_GetBatch() {
+	port, _ := iocp.NewPort(1)
+	defer port.Close()
+	for i := range 5 {
+		port.Post(iocp.Packet{Bytes: i})
+	}
+	w := port.NewWorker()
+	defer w.Close()
+	dst := make([]iocp.Packet, 3)
+	for range 2 {
+		n, _ := w.GetBatch(context.Background(), dst)
+		for _, pkt := range dst[:n] {
+			fmt.Print(pkt.Bytes, " ")
+		}
+		fmt.Println("| a batch of", n)
+	}
+	// Output:
+	// 0 1 2 | a batch of 3
+	// 3 4 | a batch of 2
+}
+
+// Any blocking call can run as an overlapped operation: Do runs it on its
+// own goroutine, and its result completes on the port.
+func ExampleHandle_Do() {
+	port, _ := iocp.NewPort(1)
+	defer port.Close()
+	h, _ := port.Associate(iocp.Func(func(ctx context.Context, ov *iocp.Overlapped) (int, error) {
+		return len(ov.Value.(string)), nil // the handle's own function: Call runs it
+	}), "lookups")
+	call := iocp.Overlapped{Value: "hello"}
+	h.Call(&call)
+	do := iocp.Overlapped{}
+	h.Do(&do, func(ctx context.Context, ov *iocp.Overlapped) (int, error) {
+		select { // a Func that watches ctx can be cancelled
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Hour):
+			return 1, nil
+		}
+	})
+	h.Cancel(&do)
+	w := port.NewWorker()
+	defer w.Close()
+	for range 2 {
+		pkt, _ := w.Get(context.Background())
+		if pkt.Overlapped == &call {
+			fmt.Println("call:", pkt.Bytes, pkt.Err)
+		} else {
+			fmt.Println("do aborted:", errors.Is(pkt.Err, iocp.ErrAborted))
+		}
+	}
+	// Unordered output:
+	// call: 5 <nil>
+	// do aborted: true
+}
+
+// A bounded queue refuses a Post when it is full, and loses nothing.
+func ExampleWithQueueLimit() {
+	port, _ := iocp.NewPort(1, iocp.WithQueueLimit(2))
+	defer port.Close()
+	for i := range 3 {
+		fmt.Println("post", i, port.Post(iocp.Packet{Bytes: i}))
+	}
+	fmt.Println("queued:", port.Stats().Queued)
+	// Output:
+	// post 0 <nil>
+	// post 1 <nil>
+	// post 2 iocp: queue full
+	// queued: 2
+}

@@ -231,9 +231,11 @@ func (w *Worker) leave(counted, got bool) error {
 }
 
 // Block marks the running worker as waiting on something other than the
-// port: R drops by one and, if that frees a slot while packets are queued,
-// the most recent waiter is released with the oldest packet (S29). Call
-// Unblock when the wait is over. Block panics if the worker is not running.
+// port: the number of workers the port counts as running (R, which
+// Stats.Running reports) drops by one and, if that frees a slot while
+// packets are queued, the most recent waiter is released with the oldest
+// packet (S29). Call Unblock when the wait is over. Block panics if the
+// worker is not running.
 func (w *Worker) Block() {
 	for {
 		s := w.state.Load()
