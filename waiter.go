@@ -81,10 +81,8 @@ func (p *Port) handOff(pkt *Packet, refuse uint64) (bool, error) {
 			break
 		}
 	}
-	w := p.popTop()
-	w.handed[0] = *pkt
-	p.wakeups.Add(1)
-	w.signal(resultPacket)
+	p.top.handed[0] = *pkt
+	p.wakeTop()
 	return true, nil
 }
 
@@ -122,10 +120,17 @@ func (p *Port) releaseLocked() {
 			}
 			continue
 		}
-		p.popTop()
-		p.wakeups.Add(1)
-		w.signal(resultPacket)
+		p.wakeTop()
 	}
+}
+
+// wakeTop releases the top waiter, for which a slot is reserved and whose
+// packet is in its handed field: it leaves the stack and wakes. mu must be
+// held.
+func (p *Port) wakeTop() {
+	w := p.popTop()
+	p.wakeups.Add(1)
+	w.signal(resultPacket)
 }
 
 // pushTop puts w on top of the stack. mu must be held.
