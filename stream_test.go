@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/assert"
@@ -204,6 +205,12 @@ func streamRound(t *testing.T, round, opsPer int) {
 	defer mu.Unlock()
 	for _, op := range started {
 		eventually(t, func() bool { return op.ov.o.state.Load() == ovIdle }, "round %d: an operation still pending", round)
+	}
+	// A discarded completion frees its Overlapped, then is counted: wait
+	// for the count too.
+	counted := func() bool { return len(got)+int(p.Stats().Discarded) == len(started) }
+	for deadline := time.Now().Add(patience); !counted() && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Microsecond)
 	}
 	assert.Zero(t, twice, "round %d: packets dequeued twice", round)
 	assert.Equal(t, len(started), len(got)+int(p.Stats().Discarded),
