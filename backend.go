@@ -31,6 +31,9 @@ import (
 //     current reports whether the calling thread is t; detach ends t's
 //     association with the port, so that the kernel no longer counts it, and
 //     releases what attach took. detach runs on t.
+//   - seal makes post return ErrClosed from here on; every post that
+//     returns nil, before or during seal, has queued its packet by the
+//     time seal returns.
 //   - interrupt, from any goroutine, makes t's get return ErrClosed: the
 //     one waiting, or the next one to wait, if t is attached; it does
 //     nothing for a t that is not. It is Worker.Close of a worker in Get.
@@ -54,6 +57,7 @@ type backend interface {
 	current(t *thread) bool
 	detach(t *thread)
 	interrupt(t *thread)
+	seal()
 	len() int
 	close(drop func(*Packet)) int
 }

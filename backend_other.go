@@ -27,5 +27,6 @@ func (*nativePort) attach(*thread)                                            {}
 func (*nativePort) current(*thread) bool                                      { return true }
 func (*nativePort) detach(*thread)                                            {}
 func (*nativePort) interrupt(*thread)                                         {}
+func (*nativePort) seal()                                                     {}
 func (*nativePort) len() int                                                  { return 0 }
 func (*nativePort) close(func(*Packet)) int                                   { return 0 }

@@ -156,7 +156,37 @@ func (p *Port) Shutdown(ctx context.Context) error {
 	if err := p.drain(ctx, false); err != nil {
 		return err
 	}
+	if err := p.drainSealed(ctx, false); err != nil {
+		return err
+	}
 	return p.Close()
+}
+
+// drainSealed seals a quiet port and drains it once more. A Post that
+// passed its check before the draining bit was set may push its packet
+// after drain found the port quiet: once the queue refuses pushes, every
+// such packet is queued or its Post returns ErrClosed, and this drain
+// delivers what is queued, so that a Shutdown that returns nil delivered
+// every packet whose Post returned nil. Operations that start after the
+// seal return ErrClosed, and completions are refused from then on, as
+// after Close.
+func (p *Port) drainSealed(ctx context.Context, all bool) error {
+	p.sealPosts()
+	return p.drain(ctx, all)
+}
+
+// sealPosts makes the port refuse every packet from here on: Post returns
+// ErrClosed, and so do the starts of operations. Every Post that returns
+// nil, before or during it, has queued its packet by the time it returns.
+func (p *Port) sealPosts() {
+	if p.sealed.Swap(true) {
+		return
+	}
+	if p.native != nil {
+		p.native.seal()
+		return
+	}
+	p.q.refuse()
 }
 
 // take pops up to len(dst) packets for a worker and returns how many.

@@ -245,7 +245,7 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 	// drain's CancelAll of a listener either finds this Accept or comes
 	// before the check.
 	switch g := h.p.gate.Load(); {
-	case g&closedBit != 0, op == opAccept && g&drainingBit != 0:
+	case g&closedBit != 0, op == opAccept && g&drainingBit != 0, h.p.sealed.Load():
 		err = ErrClosed
 	case h.closed:
 		err = ErrHandleClosed

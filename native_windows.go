@@ -36,6 +36,12 @@ type nativePort struct {
 	users  atomic.Int64
 	closed atomic.Bool
 
+	// posting counts the posts between their check of sealed and their
+	// return; sealed is set once, by seal, which then waits for posting
+	// to reach zero: the same argument as for users and closed.
+	posting atomic.Int64
+	sealed  atomic.Bool
+
 	mu      sync.Mutex
 	threads map[*thread]struct{} // attached threads; guarded by mu
 	files   map[*File]struct{}   // associated and not closed; guarded by mu
@@ -81,7 +87,9 @@ func newNative(concurrency, queueLimit int) (*nativePort, error) {
 func (n *nativePort) post(pkt *Packet) error {
 	n.users.Add(1)
 	defer n.users.Add(-1)
-	if n.closed.Load() {
+	n.posting.Add(1)
+	defer n.posting.Add(-1)
+	if n.closed.Load() || n.sealed.Load() {
 		return ErrClosed
 	}
 	return n.k.post(pkt, n.limit)
@@ -223,6 +231,13 @@ var leavePort = sync.OnceValues(func() (windows.Handle, error) {
 
 // len counts the posted packets: the kernel knows its queue's depth but
 // does not say, and a File's completion is known when it is dequeued.
+func (n *nativePort) seal() {
+	n.sealed.Store(true)
+	for wait := time.Microsecond; n.posting.Load() != 0; wait = min(2*wait, time.Millisecond) {
+		time.Sleep(wait)
+	}
+}
+
 func (n *nativePort) len() int { return n.k.slots.len() }
 
 func (n *nativePort) close(drop func(*Packet)) int {

@@ -313,6 +313,9 @@ func (pl *Pool) finish(ctx context.Context) error {
 	if err := p.drain(ctx, true); err != nil {
 		return err
 	}
+	if err := p.drainSealed(ctx, true); err != nil {
+		return err
+	}
 	return p.Close()
 }
 

@@ -131,6 +131,7 @@ type Port struct {
 	drainSeq  atomic.Uint64 // bumped by the moves quiet cannot follow, while draining
 	drainWake chan struct{} // capacity 1: a token for a move worth a look
 
+	sealed   atomic.Bool   // sealPosts has run: no packet can be queued any more
 	done     chan struct{} // closed by Close
 	oneShots sync.Pool     // *Worker for Port.Get
 }
@@ -238,14 +239,10 @@ func (p *Port) post(pkt *Packet, refuse uint64) error {
 	// This load must come after the push: a waiter that registered before
 	// it is seen here, one that registers after it sees the packet (see
 	// limiter.go).
-	g = p.gate.Load()
-	if p.canRelease(g) {
+	// A push that succeeds comes before Close's refuse, and so before its
+	// sweep: a closed port's packets are all discarded and counted there.
+	if g = p.gate.Load(); p.canRelease(g) {
 		p.release()
-	} else if g&closedBit != 0 {
-		// Close ran between our first check and the push, and may have
-		// emptied the queue before the push: the packet was posted before
-		// the close and is discarded by it, counted like the rest.
-		p.discardQueued()
 	}
 	return nil
 }
@@ -328,6 +325,10 @@ func (p *Port) Close() error {
 	p.top = nil
 	close(p.done)
 	p.mu.Unlock()
+	// A Post that passed its check before the closed bit was set may still
+	// be pushing: after refuse, it has either claimed its slot, and the
+	// sweep below finds its packet, or it returns ErrClosed.
+	p.sealPosts()
 	p.discardQueued()
 	p.closeHandles()
 	return nil

@@ -151,7 +151,8 @@ func (q *queue) initSizes(limit, first, max int) {
 
 // push appends *pkt. It returns full when the queue is bounded and full,
 // and aborted when it had to wait and then found one of the refuse bits
-// set in q.gate; in both cases it has changed nothing.
+// set in q.gate, or when the queue refuses pushes (refuse); in each case
+// it has changed nothing.
 func (q *queue) push(pkt *Packet, refuse uint64) pushResult {
 	for {
 		s := q.tail.Load()
@@ -167,6 +168,9 @@ func (q *queue) push(pkt *Packet, refuse uint64) pushResult {
 		}
 		// s is sealed: move to the next segment, linking one if need be.
 		next := s.next.Load()
+		if next == closedSeg {
+			return aborted
+		}
 		if next == nil {
 			size := min(2*len(s.slots), q.maxSeg)
 			n := newSegment(size)
@@ -181,7 +185,10 @@ func (q *queue) push(pkt *Packet, refuse uint64) pushResult {
 				q.tail.CompareAndSwap(s, n)
 				return pushed
 			}
-			next = s.next.Load() // another producer linked first; n is garbage
+			next = s.next.Load() // another producer linked first, or refuse; n is garbage
+			if next == closedSeg {
+				return aborted
+			}
 		}
 		q.tail.CompareAndSwap(s, next)
 	}
@@ -271,9 +278,10 @@ func (q *queue) popN(dst []Packet) int {
 			continue
 		}
 		next := s.next.Load()
-		if next == nil {
+		if next == nil || next == closedSeg {
 			// Sealed, and the producer that sealed it has not linked the
-			// next segment yet: its Post has not taken effect.
+			// next segment yet: its Post has not taken effect. Or the
+			// queue refuses pushes, and this was its last segment.
 			return n
 		}
 		q.head.CompareAndSwap(s, next)
@@ -365,6 +373,41 @@ func awaitPublished(seq *atomic.Uint64, want uint64) {
 	}
 }
 
+// closedSeg follows the last segment of a queue that refuses pushes: a
+// push that finds it returns aborted and links nothing after it, and a pop
+// that reaches it has reached the end. It is sealed and empty, shared by
+// every queue, and never written.
+var closedSeg = func() *segment {
+	s := newSegment(2)
+	s.tail.Store(sealed)
+	return s
+}()
+
+// refuse makes every later push return aborted. Every push that returns
+// pushed, before or during refuse, has claimed its index by the time
+// refuse returns, so that a pop after it finds the packet (a claimed
+// index counts as queued). It is called once.
+//
+// A push succeeds by a CAS on an unsealed segment's tail, or by linking a
+// segment after a sealed one. refuse seals the last segment, then links
+// closedSeg after it: a push that links first makes that CAS fail, and
+// refuse seals the segment it linked, whose packet is already in it.
+func (q *queue) refuse() {
+	s := q.tail.Load()
+	for {
+		for n := s.next.Load(); n != nil; n = s.next.Load() {
+			if n == closedSeg {
+				return
+			}
+			s = n
+		}
+		s.tail.Or(sealed)
+		if s.next.CompareAndSwap(nil, closedSeg) {
+			return
+		}
+	}
+}
+
 // empty reports whether no packet is queued or being published. A claimed
 // but unpublished slot counts as queued: see the comment at the top.
 func (q *queue) empty() bool {
@@ -396,10 +439,9 @@ func (q *queue) len() int {
 // goroutine yields its P instead. The yield matters most when there are
 // more runnable goroutines than Ps, which is the rule for a port (more
 // producers and workers than cores): it hands the core to a goroutine on
-// the other side of the queue. Measured on 2 cores with 4 producers and 4
-// workers (BenchmarkManyGated): 2.7 times a channel's time per packet
-// without backoff, 0.8 with it. On many cores the spins come first so that
-// short collisions do not all go through the scheduler's global run queue.
+// the other side of the queue (BenchmarkManyGated measures it; see
+// bench/README.md). On many cores the spins come first so that short
+// collisions do not all go through the scheduler's global run queue.
 //
 // It is kept out of line, away from the fast paths it is called from, and
 // returns the count of losses so far.

@@ -1,6 +1,7 @@
 package iocp
 
 import (
+	"runtime"
 	"sync"
 	"testing"
 
@@ -11,13 +12,16 @@ import (
 // FuzzQueue runs a sequence of operations on a queue with tiny segments and
 // on a plain slice, and requires the two to agree after every operation.
 // Each input byte is one operation: the low two bits choose push, pop or
-// popN, the rest is popN's length. The queue's shape (first segment size,
-// largest segment, bound) comes from the first arguments.
+// popN, the rest is popN's length; 0xff is refuse, after which every push
+// is aborted. The queue's shape (first segment size, largest segment,
+// bound) comes from the first arguments.
 func FuzzQueue(f *testing.F) {
 	f.Add(uint8(0), uint8(0), uint8(0), []byte{0, 0, 0, 1, 1, 1, 1})
 	f.Add(uint8(1), uint8(2), uint8(0), []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2 | 4<<2, 1, 0, 0, 0, 0, 0, 2 | 30<<2})
 	f.Add(uint8(2), uint8(1), uint8(3), []byte{0, 0, 0, 0, 1, 0, 0, 2 | 2<<2, 0, 0, 0, 0, 1, 1, 1, 1})
 	f.Add(uint8(0), uint8(3), uint8(0), make([]byte, 200))
+	f.Add(uint8(0), uint8(0), uint8(0), []byte{0, 0, 0, 0xff, 0, 1, 2 | 4<<2, 0})
+	f.Add(uint8(0), uint8(0), uint8(2), []byte{0, 0, 0xff, 0, 1, 1, 0})
 	f.Fuzz(func(t *testing.T, firstLog, maxLog, limit uint8, ops []byte) {
 		first := 2 << (firstLog % 3) // 2 .. 8 slots
 		max := first << (maxLog % 4) // up to 8 times that
@@ -26,11 +30,24 @@ func FuzzQueue(f *testing.F) {
 		q.initSizes(bound, first, max)
 		var model []int
 		next := 0
+		refused := false
 		buf := make([]Packet, 64)
 		for i, op := range ops {
 			switch op & 3 {
 			case 0, 3:
-				ok := q.push(&Packet{Bytes: next}, 0) == pushed
+				if op == 0xff {
+					if !refused {
+						q.refuse()
+						refused = true
+					}
+					continue
+				}
+				res := q.push(&Packet{Bytes: next}, 0)
+				if refused {
+					require.Equal(t, aborted, res, "op %d: push after refuse", i)
+					continue
+				}
+				ok := res == pushed
 				if bound != 0 && len(model) >= bound {
 					require.False(t, ok, "op %d: push past the bound", i)
 					continue
@@ -141,5 +158,71 @@ func TestQueueConcurrent(t *testing.T) {
 			}
 		}
 		assert.True(t, q.empty())
+	}
+}
+
+// TestQueueRefuse pushes from several producers while refuse runs, on
+// queues whose segments fill and are linked all the time, and on a
+// bounded one: afterwards every push returns aborted, and exactly the
+// packets whose push returned pushed are popped, each once.
+func TestQueueRefuse(t *testing.T) {
+	rounds := 200
+	if testing.Short() {
+		rounds = 40
+	}
+	for _, shape := range []struct{ limit, first, max int }{{0, 2, 2}, {0, 2, 8}, {0, minSegment, maxSegment}, {64, 2, 2}} {
+		for round := range rounds {
+			var q queue
+			q.initSizes(shape.limit, shape.first, shape.max)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			accepted := map[int]bool{} // pushes that returned pushed
+			popped := map[int]int{}    // how many times each packet came out
+			start := make(chan struct{})
+			for p := range 4 {
+				wg.Go(func() {
+					<-start
+					for i := 0; ; i++ {
+						switch q.push(&Packet{Bytes: p<<20 | i}, 0) {
+						case pushed:
+							mu.Lock()
+							accepted[p<<20|i] = true
+							mu.Unlock()
+						case aborted:
+							return
+						}
+						if shape.limit != 0 && i%16 == 0 {
+							var buf [8]Packet
+							n := q.popN(buf[:]) // make room, and count what came out
+							mu.Lock()
+							for _, pkt := range buf[:n] {
+								popped[pkt.Bytes]++
+							}
+							mu.Unlock()
+						}
+					}
+				})
+			}
+			close(start)
+			for range round % 50 {
+				runtime.Gosched()
+			}
+			q.refuse()
+			assert.Equal(t, aborted, q.push(&Packet{}, 0), "a push after refuse")
+			wg.Wait()
+			var buf [16]Packet
+			for n := q.popN(buf[:]); n > 0; n = q.popN(buf[:]) {
+				for _, pkt := range buf[:n] {
+					popped[pkt.Bytes]++
+				}
+			}
+			for k, n := range popped {
+				require.True(t, accepted[k], "shape %v: packet %x popped, never accepted", shape, k)
+				require.Equal(t, 1, n, "shape %v: packet %x popped %d times", shape, k, n)
+			}
+			require.Equal(t, len(accepted), len(popped), "shape %v: accepted packets lost after refuse", shape)
+			assert.True(t, q.empty())
+			assert.Zero(t, q.len())
+		}
 	}
 }
