@@ -45,6 +45,13 @@ func sourceID(src any) any {
 	return src
 }
 
+// errUnhashable is Associate's answer to a source whose type is
+// comparable but whose value is not: an interface field in it holds a
+// slice, a map or a func, and using it as a map key would panic.
+func errUnhashable(src any) error {
+	return fmt.Errorf("%w: a %T source holding a value that cannot be compared", ErrInvalid, src)
+}
+
 // Associate associates source with the port: the operations started on the
 // returned Handle complete on the port, each with one packet that carries
 // key (SPEC S40-S42). It is CreateIoCompletionPort with a file handle.
@@ -80,6 +87,9 @@ func (p *Port) associate(source any, key any, callback Handler) (*Handle, error)
 		return nil, fmt.Errorf("iocp: cannot associate a %T: %w", source, errors.ErrUnsupported)
 	}
 	h.id = sourceID(source)
+	if h.id != nil && !reflect.ValueOf(h.id).Comparable() {
+		return nil, errUnhashable(source)
+	}
 	if err := p.register(h); err != nil {
 		return nil, err
 	}

@@ -150,6 +150,7 @@ func (p *Port) beginDrain() bool {
 // A worker that holds its slot without calling Get again (see
 // Stats.Idle) keeps the drain from finishing.
 func (p *Port) Shutdown(ctx context.Context) error {
+	mustContext(ctx)
 	if !p.beginDrain() {
 		return nil
 	}

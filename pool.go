@@ -2,6 +2,7 @@ package iocp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"runtime/debug"
@@ -75,7 +76,13 @@ func WithErrorHandler(fn func(error)) PoolOption {
 	}
 }
 
-// A PanicError is a panic recovered from a Pool's handler.
+// ErrGoexit is the Value of the PanicError that a Pool reports for a
+// handler that called runtime.Goexit (as t.FailNow and log.Fatal-style
+// helpers may): the goroutine ends, and a new one takes its worker's place.
+var ErrGoexit = errors.New("iocp: handler called runtime.Goexit")
+
+// A PanicError is a panic recovered from a Pool's handler, or a handler's
+// runtime.Goexit (Value is ErrGoexit).
 type PanicError struct {
 	Packet Packet // the packet the handler was given
 	Value  any    // what the handler panicked with
@@ -155,9 +162,16 @@ func (pl *Pool) Port() *Port { return pl.port }
 func (pl *Pool) Workers() int { return pl.n }
 
 // serve is the goroutine of worker i: it runs with the pool's pprof labels
-// until the port closes.
+// until the port closes. A handler that calls runtime.Goexit ends the
+// goroutine whatever serve does (next reports it): a new goroutine then
+// takes worker i's place, so that the pool keeps its size.
 func (pl *Pool) serve(i int) {
+	returned := false
 	defer func() {
+		if !returned {
+			go pl.serve(i) // runtime.Goexit: panics are recovered per packet
+			return
+		}
 		if pl.live.Add(-1) == 0 {
 			pl.cancel()
 			close(pl.done)
@@ -165,6 +179,7 @@ func (pl *Pool) serve(i int) {
 	}()
 	labels := pprof.Labels("iocp.port", pl.port.Name(), "iocp.worker", strconv.Itoa(i))
 	pprof.Do(pl.ctx, labels, pl.loop)
+	returned = true
 }
 
 // loop runs one of the pool's workers until the port closes. A handler that
@@ -205,11 +220,13 @@ func (pl *Pool) next(ctx context.Context, w *Worker) (ok bool) {
 			return
 		}
 		// A nil recover here is runtime.Goexit (panic(nil) recovers a
-		// *runtime.PanicNilError): the goroutine is ending, and work's
-		// deferred Close still runs.
-		if r := recover(); r != nil {
-			pl.onError(&PanicError{Packet: pkt, Value: r, Stack: debug.Stack()})
+		// *runtime.PanicNilError): the goroutine is ending, work's
+		// deferred Close still runs, and serve starts its successor.
+		r := recover()
+		if r == nil {
+			r = ErrGoexit
 		}
+		pl.onError(&PanicError{Packet: pkt, Value: r, Stack: debug.Stack()})
 	}()
 	if trace.IsEnabled() {
 		defer trace.StartRegion(ctx, "iocp.packet").End()
@@ -264,6 +281,7 @@ func (pl *Pool) Bind(source any, fn Handler) (*Handle, error) {
 // it. Shutdown of the Default pool panics.
 func (pl *Pool) Shutdown(ctx context.Context) error {
 	pl.mustNotBeDefault("Shutdown")
+	mustContext(ctx)
 	p := pl.port
 	if p.beginDrain() {
 		if err := p.drain(ctx, false); err != nil {

@@ -256,6 +256,7 @@ func (p *Port) post(pkt *Packet, refuse uint64) error {
 // Get returns ctx.Err() if ctx ends first, and ErrClosed if the port is
 // closed.
 func (p *Port) Get(ctx context.Context) (Packet, error) {
+	mustContext(ctx)
 	w := p.oneShots.Get().(*Worker)
 	pkt, err := w.Get(ctx)
 	// Not counted after return: give the slot back (which may release a

@@ -2,7 +2,7 @@ package iocp
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"sync/atomic"
 )
 
@@ -77,6 +77,7 @@ const (
 // Get returns ctx.Err() when ctx ends first (the worker is then counted as
 // running), and ErrClosed once the port or the worker is closed.
 func (w *Worker) Get(ctx context.Context) (Packet, error) {
+	mustContext(ctx)
 	var buf [1]Packet
 	n, err := w.get(ctx, buf[:], true)
 	w.p.settleAll(buf[:n])
@@ -94,15 +95,30 @@ func (w *Worker) TryGet() (Packet, bool) {
 }
 
 // errEmptyBatch is GetBatch's answer to an empty dst.
-var errEmptyBatch = errors.New("iocp: GetBatch with an empty dst")
+var errEmptyBatch = fmt.Errorf("%w: GetBatch with an empty dst", ErrInvalid)
+
+// mustContext panics on a nil context before a call changes any state:
+// a Get that parked with one would fail only when the context is read,
+// with its worker on the waiter stack and its packet handed to it.
+func mustContext(ctx context.Context) {
+	if ctx == nil {
+		panic("iocp: nil Context")
+	}
+}
 
 // GetBatch is GetQueuedCompletionStatusEx: it fills dst with up to len(dst)
 // packets, oldest first, and returns how many. With packets queued it
 // returns at once with what is there; otherwise it waits as Get does and
 // returns the packet it was handed plus those queued at that moment. It
 // counts as one worker, whatever the number of packets (S9). An empty dst
-// is an error.
+// is an error that matches ErrInvalid.
+//
+// A batch keeps the queue's order, and every packet in it was queued at
+// some moment during the call, but it is not a snapshot of one instant: it
+// takes what it finds as it goes, so it may hold a packet posted while the
+// call ran, even after another worker's TryGet found the queue empty.
 func (w *Worker) GetBatch(ctx context.Context, dst []Packet) (int, error) {
+	mustContext(ctx)
 	if len(dst) == 0 {
 		return 0, errEmptyBatch
 	}
