@@ -47,6 +47,14 @@ func TestAllocs(t *testing.T) {
 					p.Post(Packet{Key: 1})
 					p.Get(ctx)
 				}},
+				{"PostWait+Get", func() {
+					p.PostWait(ctx, Packet{Key: 1})
+					w.Get(ctx)
+				}},
+				{"PostBatch+GetBatch", func() {
+					p.PostBatch(dst[:3])
+					w.GetBatch(ctx, dst)
+				}},
 				{"Block+Unblock", func() { // w runs: it took packets above
 					w.Block()
 					w.Unblock()

@@ -152,6 +152,9 @@ func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, 
 		return 0, err
 	}
 	p.gate.Add(oneRunning)
+	if n > 0 && p.posters.Load() != 0 {
+		p.noteRoom()
+	}
 	if cerr := w.leave(true, n > 0); cerr != nil {
 		w.unbind()
 		if n == 0 {

@@ -6,8 +6,8 @@ package iocp
 // worker.
 
 import (
+	"context"
 	"net"
-	"time"
 )
 
 // A Packet is one completion: what GetQueuedCompletionStatus returns.
@@ -72,18 +72,12 @@ func (h *Handle) complete(ov *Overlapped, n int, err error, aborted bool) {
 	// Read before the post: once posted, ov may be dequeued and started
 	// again.
 	pending := opsDelta(o.lane)
-	for wait := time.Duration(0); ; {
-		err := h.p.post(&pkt, refuseCompletion)
-		if err == ErrQueueFull {
-			wait = min(max(2*wait, 50*time.Microsecond), 10*time.Millisecond)
-			time.Sleep(wait)
-			continue
-		}
-		if err != nil { // ErrClosed: nobody will dequeue it.
-			o.drop()
-			h.p.discarded.Add(1)
-		}
-		break
+	// On a port with a queue limit, wait for room: a completion is never
+	// dropped for a full queue.
+	if err := h.p.postWait(context.Background(), &pkt, refuseCompletion); err != nil {
+		// ErrClosed: nobody will dequeue it.
+		o.drop()
+		h.p.discarded.Add(1)
 	}
 	// After the post (see drain.go): no longer pending.
 	h.p.ops.Add(^(pending - 1))

@@ -190,5 +190,12 @@ func (p *Port) sealPosts() {
 	p.q.refuse()
 }
 
-// take pops up to len(dst) packets for a worker and returns how many.
-func (p *Port) take(dst []Packet) int { return p.q.popN(dst) }
+// take pops up to len(dst) packets for a worker and returns how many. A
+// pop that frees room while a PostWait waits for it says so (postwait.go).
+func (p *Port) take(dst []Packet) int {
+	n := p.q.popN(dst)
+	if n > 0 && p.posters.Load() != 0 {
+		p.noteRoom()
+	}
+	return n
+}

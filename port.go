@@ -105,6 +105,11 @@ type Port struct {
 	name        string      // read-only after NewPort
 	native      *nativePort // nil for the pure-Go port; read-only after NewPort
 
+	// PostWait's wait for room (postwait.go). posters is read by every
+	// pop, and written only by Posts that found the queue full.
+	posters atomic.Int64  // PostWait calls that wait for room
+	room    chan struct{} // capacity 1: a pop made room while posters waited
+
 	// mu guards the waiter stack (top and the Worker links) and the
 	// changes to W in gate, and serializes releases so that they follow
 	// the stack's order exactly. Post and Get do not take it while a
@@ -176,6 +181,7 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 		native:    native,
 		done:      make(chan struct{}),
 		drainWake: make(chan struct{}, 1),
+		room:      make(chan struct{}, 1),
 	}
 	if p.name == "" {
 		p.name = "port-" + strconv.FormatUint(portSeq.Add(1), 10)
@@ -238,9 +244,9 @@ func (p *Port) post(pkt *Packet, refuse uint64) error {
 	}
 	// This load must come after the push: a waiter that registered before
 	// it is seen here, one that registers after it sees the packet (see
-	// limiter.go).
-	// A push that succeeds comes before Close's refuse, and so before its
-	// sweep: a closed port's packets are all discarded and counted there.
+	// limiter.go). A push that succeeds comes before Close's refuse, and so
+	// before its sweep: a closed port's packets are all discarded and
+	// counted there.
 	if g = p.gate.Load(); p.canRelease(g) {
 		p.release()
 	}

@@ -194,6 +194,25 @@ func (q *queue) push(pkt *Packet, refuse uint64) pushResult {
 	}
 }
 
+// pushN appends packets of pkts, in order, and returns how many: it
+// claims the run of free slots at the tail segment's end with one CAS, and
+// pushes one at a time (push) where no run is free. It stops at the first
+// packet push refuses, with that result; otherwise it returns pushed.
+func (q *queue) pushN(pkts []Packet, refuse uint64) (int, pushResult) {
+	n := 0
+	for n < len(pkts) {
+		if k := q.tail.Load().pushRun(pkts[n:], q.limit); k > 0 {
+			n += k
+			continue
+		}
+		if r := q.push(&pkts[n], refuse); r != pushed {
+			return n, r
+		}
+		n++
+	}
+	return n, pushed
+}
+
 type pushResult int
 
 const (
@@ -252,6 +271,57 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 			return yielded
 		default: // seq > t: another producer claimed t after our load
 		}
+	}
+}
+
+// pushRun claims the free slots from s's tail on, as many as pkts has,
+// with one CAS, and copies pkts into them; it returns how many, 0 where
+// the slot at the tail is not free (or s is sealed, or the bound is
+// reached), which push then sorts out. A slot free for this lap stays
+// free until the tail passes it: only the producer that claims an index
+// writes its slot.
+func (s *segment) pushRun(pkts []Packet, limit uint64) int {
+	size := uint64(len(s.slots))
+	spins := 0
+	for {
+		t := s.tail.Load()
+		if t&sealed != 0 {
+			return 0
+		}
+		k := min(uint64(len(pkts)), size)
+		if limit != 0 {
+			queued := t - s.head.Load() // overstated, never understated: see push
+			if queued >= limit {
+				return 0
+			}
+			k = min(k, limit-queued)
+		}
+		freed := s.freed.Load()
+		n := uint64(0)
+		for ; n < k; n++ {
+			i := t + n
+			seq := s.at(i).seq.Load()
+			if seq != i && !(seq == i-size+1 && i-size < freed) {
+				break
+			}
+		}
+		if n == 0 {
+			return 0
+		}
+		if !s.tail.CompareAndSwap(t, t+n) {
+			// Another producer claimed t: look again, or leave it to push.
+			if spins = backoff(spins); spins > backoffSpins {
+				return 0
+			}
+			continue
+		}
+		for j := range n {
+			sl := s.at(t + j)
+			sl.pkt = pkts[j]
+			// Publishes the packet, as in push.
+			sl.seq.Store(t + j + 1)
+		}
+		return int(n)
 	}
 }
 

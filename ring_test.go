@@ -11,9 +11,9 @@ import (
 
 // FuzzQueue runs a sequence of operations on a queue with tiny segments and
 // on a plain slice, and requires the two to agree after every operation.
-// Each input byte is one operation: the low two bits choose push, pop or
-// popN, the rest is popN's length; 0xff is refuse, after which every push
-// is aborted. The queue's shape (first segment size, largest segment,
+// Each input byte is one operation: the low two bits choose push, pop,
+// popN or pushN, the rest is popN's or pushN's length; 0xff is refuse,
+// after which every push is aborted. The queue's shape (first segment size, largest segment,
 // bound) comes from the first arguments.
 func FuzzQueue(f *testing.F) {
 	f.Add(uint8(0), uint8(0), uint8(0), []byte{0, 0, 0, 1, 1, 1, 1})
@@ -33,15 +33,40 @@ func FuzzQueue(f *testing.F) {
 		refused := false
 		buf := make([]Packet, 64)
 		for i, op := range ops {
-			switch op & 3 {
-			case 0, 3:
-				if op == 0xff {
-					if !refused {
-						q.refuse()
-						refused = true
-					}
-					continue
+			if op == 0xff {
+				if !refused {
+					q.refuse()
+					refused = true
 				}
+				continue
+			}
+			switch op & 3 {
+			case 3: // pushN
+				batch := make([]Packet, int(op>>2)%8+1)
+				for j := range batch {
+					batch[j].Bytes = next + j
+				}
+				k, res := q.pushN(batch, 0)
+				switch {
+				case refused:
+					require.Equal(t, aborted, res, "op %d: pushN after refuse", i)
+					require.Zero(t, k, "op %d", i)
+				case bound != 0:
+					want := min(len(batch), bound-len(model))
+					require.Equal(t, want, k, "op %d: pushN up to the bound", i)
+					if k < len(batch) {
+						require.Equal(t, full, res, "op %d", i)
+					}
+				default:
+					require.Equal(t, len(batch), k, "op %d: pushN", i)
+					require.Equal(t, pushed, res, "op %d", i)
+				}
+				for j := range k {
+					model = append(model, next+j)
+				}
+				next += len(batch)
+				continue
+			case 0:
 				res := q.push(&Packet{Bytes: next}, 0)
 				if refused {
 					require.Equal(t, aborted, res, "op %d: push after refuse", i)
