@@ -355,6 +355,217 @@ func BenchmarkBlockUnblock(b *testing.B) {
 	})
 }
 
+// The shapes below are written as a user would write each side, with no
+// help that only one side needs: producers post as fast as they can, and
+// the channel has the buffer a program would give it.
+const userChanCap = 1024
+
+// BenchmarkSPSC: one producer posts b.N packets as fast as it can, one
+// worker takes them. "port" is an unbounded port, whose queue grows while
+// the producer runs ahead; "port-bounded" bounds it to the channel's
+// capacity and posts with PostWait, which waits for room as a channel send
+// does.
+func BenchmarkSPSC(b *testing.B) {
+	spsc := func(b *testing.B, p *Port, post func(Packet)) {
+		b.ReportAllocs()
+		defer reportWakeups(b, p)()
+		go func() {
+			for i := range b.N {
+				post(Packet{Bytes: i})
+			}
+		}()
+		w := p.NewWorker()
+		defer w.Close()
+		ctx := context.Background()
+		for range b.N {
+			if _, err := w.Get(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("impl=port", func(b *testing.B) {
+		p := benchPort(b, 1)
+		spsc(b, p, func(pkt Packet) { p.Post(pkt) })
+	})
+	b.Run("impl=port-bounded", func(b *testing.B) {
+		p := benchPort(b, 1, WithQueueLimit(userChanCap))
+		ctx := context.Background()
+		spsc(b, p, func(pkt Packet) { p.PostWait(ctx, pkt) })
+	})
+	b.Run("impl=chan", func(b *testing.B) {
+		b.ReportAllocs()
+		ch := make(chan Packet, userChanCap)
+		go func() {
+			for i := range b.N {
+				ch <- Packet{Bytes: i}
+			}
+		}()
+		for range b.N {
+			<-ch
+		}
+	})
+}
+
+// BenchmarkMPMC: 2*GOMAXPROCS producers and as many workers, on a port of
+// the default concurrency value (GOMAXPROCS), against as many senders and
+// receivers on one channel.
+func BenchmarkMPMC(b *testing.B) {
+	n := 2 * runtime.GOMAXPROCS(0)
+	split := func(b *testing.B, i int) int { return b.N/n + btoi(i < b.N%n) }
+	mpmc := func(b *testing.B, p *Port, post func(Packet)) {
+		b.ReportAllocs()
+		defer reportWakeups(b, p)()
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				for range split(b, i) {
+					post(Packet{})
+				}
+			})
+			wg.Go(func() {
+				w := p.NewWorker()
+				defer w.Close()
+				ctx := context.Background()
+				for range split(b, i) {
+					if _, err := w.Get(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	b.Run("impl=port", func(b *testing.B) {
+		p := benchPort(b, 0)
+		mpmc(b, p, func(pkt Packet) { p.Post(pkt) })
+	})
+	b.Run("impl=port-bounded", func(b *testing.B) {
+		p := benchPort(b, 0, WithQueueLimit(userChanCap))
+		ctx := context.Background()
+		mpmc(b, p, func(pkt Packet) { p.PostWait(ctx, pkt) })
+	})
+	b.Run("impl=chan", func(b *testing.B) {
+		b.ReportAllocs()
+		ch := make(chan Packet, userChanCap)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				for range split(b, i) {
+					ch <- Packet{}
+				}
+			})
+			wg.Go(func() {
+				for range split(b, i) {
+					<-ch
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
+
+// BenchmarkPingPong2: both hops are the primitive under test. The caller
+// posts to one port and takes the answer from another; a worker takes
+// from the first and posts to the second. Against two channels of
+// capacity 1.
+func BenchmarkPingPong2(b *testing.B) {
+	b.Run("impl=port", func(b *testing.B) {
+		b.ReportAllocs()
+		ping, pong := benchPort(b, 1), benchPort(b, 1)
+		go func() {
+			w := ping.NewWorker()
+			defer w.Close()
+			for {
+				pkt, err := w.Get(context.Background())
+				if err != nil {
+					return
+				}
+				pong.Post(pkt)
+			}
+		}()
+		w := pong.NewWorker()
+		defer w.Close()
+		ctx := context.Background()
+		before := ping.Stats().Wakeups + pong.Stats().Wakeups
+		for i := range b.N {
+			ping.Post(Packet{Bytes: i})
+			if _, err := w.Get(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(ping.Stats().Wakeups+pong.Stats().Wakeups-before)/float64(b.N), "wakeups/op")
+	})
+	b.Run("impl=chan", func(b *testing.B) {
+		b.ReportAllocs()
+		ping, pong := make(chan Packet, 1), make(chan Packet, 1)
+		defer close(ping)
+		go func() {
+			for pkt := range ping {
+				pong <- pkt
+			}
+		}()
+		for i := range b.N {
+			ping <- Packet{Bytes: i}
+			<-pong
+		}
+	})
+}
+
+// BenchmarkBatchLive: a producer posts as fast as it can while a worker
+// takes what is there with GetBatch(64); the channel's receiver takes one
+// at a time, as a channel allows. "port-postbatch" also posts in batches
+// of 64 (PostBatch), against a channel sender that sends 64 in a row.
+func BenchmarkBatchLive(b *testing.B) {
+	const batch = 64
+	consume := func(b *testing.B, p *Port) {
+		w := p.NewWorker()
+		defer w.Close()
+		dst := make([]Packet, batch)
+		ctx := context.Background()
+		for left := b.N; left > 0; {
+			n, err := w.GetBatch(ctx, dst[:min(batch, left)])
+			if err != nil {
+				b.Fatal(err)
+			}
+			left -= n
+		}
+	}
+	b.Run("impl=port", func(b *testing.B) {
+		b.ReportAllocs()
+		p := benchPort(b, 1)
+		go func() {
+			for i := range b.N {
+				p.Post(Packet{Bytes: i})
+			}
+		}()
+		consume(b, p)
+	})
+	b.Run("impl=port-postbatch", func(b *testing.B) {
+		b.ReportAllocs()
+		p := benchPort(b, 1)
+		go func() {
+			src := make([]Packet, batch)
+			for i := 0; i < b.N; i += batch {
+				p.PostBatch(src[:min(batch, b.N-i)])
+			}
+		}()
+		consume(b, p)
+	})
+	b.Run("impl=chan", func(b *testing.B) {
+		b.ReportAllocs()
+		ch := make(chan Packet, userChanCap)
+		go func() {
+			for i := range b.N {
+				ch <- Packet{Bytes: i}
+			}
+		}()
+		for range b.N {
+			<-ch
+		}
+	})
+}
+
 // benchPort makes a port for a benchmark: the native backend's with
 // -native (on Windows).
 func benchPort(b *testing.B, concurrency int, opts ...Option) *Port {

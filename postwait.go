@@ -13,7 +13,10 @@ package iocp
 // passes a token on while others wait, and so every waiting poster runs
 // while there is room.
 
-import "context"
+import (
+	"context"
+	"runtime"
+)
 
 // PostWait is Post that waits for room: on a port made with
 // WithQueueLimit whose queue is full, it waits until a worker takes a
@@ -31,6 +34,15 @@ func (p *Port) PostWait(ctx context.Context, pkt Packet) error {
 // operations use it to wait for room (complete).
 func (p *Port) postWait(ctx context.Context, pkt *Packet, refuse uint64) error {
 	err := p.post(pkt, refuse)
+	// A full queue is often a consumer a few instructions behind: yield to
+	// it a few times before paying for a park, as a waiter does.
+	for range spinYields {
+		if err != ErrQueueFull {
+			return err
+		}
+		runtime.Gosched()
+		err = p.post(pkt, refuse)
+	}
 	if err != ErrQueueFull {
 		return err
 	}

@@ -77,17 +77,22 @@ type slot struct {
 // line of their own: producers write tail and consumers write head, and on
 // one shared line every Post would steal the line from every Get.
 type segment struct {
-	head   atomic.Uint64 // next index to consume; written by consumers (CAS)
-	_      [cacheLine - 8]byte
-	tail   atomic.Uint64 // next index to produce, | sealed; written by producers (CAS)
-	_      [cacheLine - 8]byte
-	freed  atomic.Uint64 // every index below it is copied out; written by batch consumers (CAS)
-	_      [cacheLine - 8]byte
-	next   atomic.Pointer[segment] // the following segment; set once, after tail is sealed
-	mask   uint64                  // len(slots)-1; read-only
-	spread uint                    // log2 of how many lines apart consecutive indexes sit
-	shift  uint                    // log2(len(slots)) - spread
-	slots  []slot                  // read-only slice header
+	head atomic.Uint64 // next index to consume; written by consumers (CAS)
+	_    [cacheLine - 8]byte
+	tail atomic.Uint64 // next index to produce, | sealed; written by producers (CAS)
+	// headSeen is a value head had, on the producers' line: a bounded
+	// push compares with it and loads head, the consumers' line, only
+	// when it says full. Producers store what they load, so it may go
+	// back; it is never ahead of head, and so never understates.
+	headSeen atomic.Uint64
+	_        [cacheLine - 16]byte
+	freed    atomic.Uint64 // every index below it is copied out; written by batch consumers (CAS)
+	_        [cacheLine - 8]byte
+	next     atomic.Pointer[segment] // the following segment; set once, after tail is sealed
+	mask     uint64                  // len(slots)-1; read-only
+	spread   uint                    // log2 of how many lines apart consecutive indexes sit
+	shift    uint                    // log2(len(slots)) - spread
+	slots    []slot                  // read-only slice header
 }
 
 // at returns the slot of index i. Consecutive indexes sit on slots
@@ -136,10 +141,14 @@ func (q *queue) initSizes(limit, first, max int) {
 	size := first
 	q.maxSeg = max
 	if limit > 0 {
-		// At least two slots: in a ring of one, a published slot (seq i+1)
-		// would look free for the next lap (seq i+size).
+		// Twice the slots the limit needs, so that a full queue's producer
+		// writes slots its consumers freed half a ring ago, not the one
+		// they are freeing now: at exactly the limit, every Post of a full
+		// queue took the line a Get had just written. (Also at least two
+		// slots: in a ring of one, a published slot, seq i+1, would look
+		// free for the next lap, seq i+size.)
 		size = 2
-		for size < limit {
+		for size < 2*limit {
 			size <<= 1
 		}
 		q.limit = uint64(limit)
@@ -239,10 +248,7 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 		// after its copy.
 		switch {
 		case seq == t || seq == t-size+1 && t-size < s.freed.Load():
-			// The head load comes after the tail load, so t-head can only
-			// overstate how many packets are queued: a full report is never
-			// spurious.
-			if limit != 0 && t-s.head.Load() >= limit {
+			if limit != 0 && s.room(t, limit) == 0 {
 				return full
 			}
 			if !s.tail.CompareAndSwap(t, t+1) {
@@ -257,7 +263,7 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 				return pushed
 			}
 		case seq < t: // the slot still holds index t-size
-			if t-s.head.Load() >= size {
+			if h := s.head.Load(); h <= t && t-h >= size { // h > t: t is stale
 				// No consumer has claimed index t-size: the ring is full.
 				if limit != 0 {
 					return full
@@ -290,11 +296,7 @@ func (s *segment) pushRun(pkts []Packet, limit uint64) int {
 		}
 		k := min(uint64(len(pkts)), size)
 		if limit != 0 {
-			queued := t - s.head.Load() // overstated, never understated: see push
-			if queued >= limit {
-				return 0
-			}
-			k = min(k, limit-queued)
+			k = min(k, s.room(t, limit)) // 0 when full
 		}
 		freed := s.freed.Load()
 		n := uint64(0)
@@ -323,6 +325,26 @@ func (s *segment) pushRun(pkts []Packet, limit uint64) int {
 		}
 		return int(n)
 	}
+}
+
+// room returns how many more packets a bounded segment takes at tail t,
+// which the caller loaded before: 0 if it holds limit packets. The head
+// is loaded after t, so t-head can only overstate how many are queued, and
+// 0 is never spurious; a head past t means that t is stale, and the
+// caller's CAS on it fails: room then returns 1, to let it find out.
+func (s *segment) room(t, limit uint64) uint64 {
+	if h := s.headSeen.Load(); h <= t && t-h < limit {
+		return limit - (t - h)
+	}
+	h := s.head.Load()
+	s.headSeen.Store(h)
+	switch {
+	case h > t:
+		return 1
+	case t-h >= limit:
+		return 0
+	}
+	return limit - (t - h)
 }
 
 type popResult int
