@@ -383,15 +383,7 @@ func BenchmarkSPSC(b *testing.B) {
 			}
 		}
 	}
-	b.Run("impl=port", func(b *testing.B) {
-		p := benchPort(b, 1)
-		spsc(b, p, func(pkt Packet) { p.Post(pkt) })
-	})
-	b.Run("impl=port-bounded", func(b *testing.B) {
-		p := benchPort(b, 1, WithQueueLimit(userChanCap))
-		ctx := context.Background()
-		spsc(b, p, func(pkt Packet) { p.PostWait(ctx, pkt) })
-	})
+	portAndBounded(b, 1, spsc)
 	b.Run("impl=chan", func(b *testing.B) {
 		b.ReportAllocs()
 		ch := make(chan Packet, userChanCap)
@@ -436,15 +428,7 @@ func BenchmarkMPMC(b *testing.B) {
 		}
 		wg.Wait()
 	}
-	b.Run("impl=port", func(b *testing.B) {
-		p := benchPort(b, 0)
-		mpmc(b, p, func(pkt Packet) { p.Post(pkt) })
-	})
-	b.Run("impl=port-bounded", func(b *testing.B) {
-		p := benchPort(b, 0, WithQueueLimit(userChanCap))
-		ctx := context.Background()
-		mpmc(b, p, func(pkt Packet) { p.PostWait(ctx, pkt) })
-	})
+	portAndBounded(b, 0, mpmc)
 	b.Run("impl=chan", func(b *testing.B) {
 		b.ReportAllocs()
 		ch := make(chan Packet, userChanCap)
@@ -462,6 +446,21 @@ func BenchmarkMPMC(b *testing.B) {
 			})
 		}
 		wg.Wait()
+	})
+}
+
+// portAndBounded runs shape as "port", on an unbounded port that Post
+// feeds, and as "port-bounded", on one bounded to the channel's capacity
+// that PostWait feeds.
+func portAndBounded(b *testing.B, concurrency int, shape func(b *testing.B, p *Port, post func(Packet))) {
+	b.Run("impl=port", func(b *testing.B) {
+		p := benchPort(b, concurrency)
+		shape(b, p, func(pkt Packet) { p.Post(pkt) })
+	})
+	b.Run("impl=port-bounded", func(b *testing.B) {
+		p := benchPort(b, concurrency, WithQueueLimit(userChanCap))
+		ctx := context.Background()
+		shape(b, p, func(pkt Packet) { p.PostWait(ctx, pkt) })
 	})
 }
 
