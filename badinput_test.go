@@ -102,3 +102,19 @@ func TestPoolGoexit(t *testing.T) {
 	require.NoError(t, pl.Shutdown(context.Background()))
 	assert.Zero(t, p.Stats().Running)
 }
+
+// TestHandleString: a handle prints its source's type and key, and a
+// bound one, whose key is itself, prints readably in a PanicError.
+func TestHandleString(t *testing.T) {
+	p := newPort(t, 1)
+	h := associate(t, p, taggedReader{"x"}, 7)
+	assert.Equal(t, "iocp.Handle(iocp.taggedReader, key 7)", h.String())
+
+	errs := make(chan error, 1)
+	pl := newPool(t, p, 1, func(context.Context, Packet) {}, errorsTo(errs))
+	bh, err := pl.Bind(taggedReader{"y"}, func(context.Context, Packet) { panic("boom") })
+	require.NoError(t, err)
+	require.NoError(t, bh.Read(&Overlapped{}, make([]byte, 1)))
+	got := recv(t, errs).Error()
+	assert.Equal(t, "iocp: handler panic: boom (packet key iocp.Handle(iocp.taggedReader, bound))", got)
+}

@@ -109,6 +109,16 @@ func (h *Handle) Key() any { return h.key }
 // Source returns the associated source.
 func (h *Handle) Source() any { return h.src }
 
+// String describes the handle by its source's type and its key, or, for a
+// handle that Pool.Bind made (whose key is the handle itself), by its
+// source's type alone: "iocp.Handle(*net.TCPConn, key 7)".
+func (h *Handle) String() string {
+	if h.callback != nil {
+		return fmt.Sprintf("iocp.Handle(%T, bound)", h.src)
+	}
+	return fmt.Sprintf("iocp.Handle(%T, key %v)", h.src, h.key)
+}
+
 func (h *Handle) unsupported(op opKind) error {
 	return fmt.Errorf("iocp: %s on a %T: %w", opNames[op], h.src, errors.ErrUnsupported)
 }
