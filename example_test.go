@@ -376,3 +376,24 @@ func ExampleWithQueueLimit() {
 	// post 2 iocp: queue full
 	// queued: 2
 }
+
+// Tasks run on the pool's workers under the port's concurrency value, and
+// Wait returns the first error, as an errgroup's does.
+func ExamplePool_Go() {
+	port, _ := iocp.NewPort(2)
+	pool, _ := port.NewPool(0, nil) // tasks only: no handler for posted packets
+	defer pool.Close()
+	var sum atomic.Int64
+	for i := 1; i <= 10; i++ {
+		pool.Go(func(ctx context.Context) error {
+			if i == 7 {
+				return fmt.Errorf("task %d failed", i)
+			}
+			sum.Add(int64(i))
+			return nil
+		})
+	}
+	fmt.Println(pool.Wait(), sum.Load())
+	// Output:
+	// task 7 failed 48
+}

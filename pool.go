@@ -47,6 +47,14 @@ type Pool struct {
 	ctx    context.Context // the handlers' context, without the worker
 	cancel context.CancelFunc
 
+	// Tasks (task.go). taskCtx is ctx, or a child of it that the first
+	// error cancels (WithCancelOnError).
+	tasks      sync.WaitGroup // Go's tasks not yet run or discarded
+	taskCtx    context.Context
+	taskCancel context.CancelFunc // nil without WithCancelOnError
+	errOnce    sync.Once
+	err        error // the first task error; written once, under errOnce
+
 	live atomic.Int64  // worker goroutines that have not returned
 	done chan struct{} // closed by the last worker to return
 
@@ -59,13 +67,39 @@ type Pool struct {
 type PoolOption func(*poolConfig) error
 
 type poolConfig struct {
-	onError func(error)
+	onError       func(error)
+	parent        context.Context
+	cancelOnError bool
+}
+
+// WithContext makes ctx the parent of the context the pool's handlers and
+// tasks run with: when ctx ends, theirs does. The pool itself goes on
+// serving until it is closed. ctx must not be nil.
+func WithContext(ctx context.Context) PoolOption {
+	return func(c *poolConfig) error {
+		if ctx == nil {
+			return fmt.Errorf("%w: nil Context", ErrInvalid)
+		}
+		c.parent = ctx
+		return nil
+	}
+}
+
+// WithCancelOnError has the first task of Pool.Go that returns an error,
+// or panics, cancel the context of every task, as errgroup.WithContext
+// does. Handlers' contexts are not affected.
+func WithCancelOnError() PoolOption {
+	return func(c *poolConfig) error {
+		c.cancelOnError = true
+		return nil
+	}
 }
 
 // WithErrorHandler has the pool report handler panics to fn, each as a
-// *PanicError, on the goroutine of the worker that recovered it. Without
-// it the pool logs them with the log package, stack included, as net/http
-// does for its handlers. fn must not be nil.
+// *PanicError, on the goroutine of the worker that recovered it, and the
+// posted packets of a pool that has no handler. Without it the pool logs
+// them with the log package, a panic's stack included, as net/http does
+// for its handlers. fn must not be nil.
 func WithErrorHandler(fn func(error)) PoolOption {
 	return func(c *poolConfig) error {
 		if fn == nil {
@@ -101,19 +135,18 @@ func (e *PanicError) Unwrap() error {
 
 // NewPool starts n workers that serve p, each taking packets with its own
 // Worker and calling handler for each one, with packets from bound handles
-// (see Pool.Bind) going to their own callbacks instead. n == 0 means twice
-// the port's concurrency value at this moment; n does not change
-// afterwards. A nil handler, n < 0 or n > 1<<20 (from NewPool(0) too), an
-// invalid option, and a closed or draining port are errors.
+// (see Pool.Bind) going to their own callbacks, and tasks (Pool.Go) run as
+// they are, instead. handler may be nil for a pool that only serves bound
+// handles and tasks: a packet posted to it is reported to the error
+// handler. n == 0 means twice the port's concurrency value at this moment;
+// n does not change afterwards. n < 0 or n > 1<<20 (from NewPool(0) too),
+// an invalid option, and a closed or draining port are errors.
 //
 // The pool owns the port's shutdown: Pool.Shutdown drains and closes the
 // port, Pool.Close closes it, and both wait for the workers. A port is
 // served by one pool, possibly with workers of its own besides: they then
 // see the packets of bound handles too, whose Key is the Handle.
 func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error) {
-	if handler == nil {
-		return nil, fmt.Errorf("%w: nil Handler", ErrInvalid)
-	}
 	if n < 0 {
 		return nil, fmt.Errorf("%w: pool of %d workers", ErrInvalid, n)
 	}
@@ -123,7 +156,7 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	if n > maxWorkers {
 		return nil, fmt.Errorf("%w: pool of %d workers, more than %d", ErrInvalid, n, maxWorkers)
 	}
-	c := poolConfig{onError: logPanic}
+	c := poolConfig{onError: logPanic, parent: context.Background()}
 	for _, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: nil PoolOption", ErrInvalid)
@@ -136,7 +169,12 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 		return nil, ErrClosed
 	}
 	pl := &Pool{port: p, handler: handler, onError: c.onError, n: n, done: make(chan struct{})}
-	pl.ctx, pl.cancel = context.WithCancel(context.Background())
+	pl.ctx, pl.cancel = context.WithCancel(c.parent)
+	pl.taskCtx = pl.ctx
+	if c.cancelOnError {
+		pl.taskCtx, pl.taskCancel = context.WithCancel(pl.ctx)
+	}
+	p.pool.Store(pl)
 	pl.live.Store(int64(n))
 	for i := range n {
 		go pl.serve(i)
@@ -150,9 +188,14 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 const maxWorkers = 1 << 20
 
 // logPanic is a pool's error handler unless WithErrorHandler replaces it.
-// A pool reports nothing but its handlers' panics.
+// A pool reports its handlers' panics, with their stacks, and posted
+// packets that it has no handler for.
 func logPanic(err error) {
-	log.Printf("%v\n%s", err, err.(*PanicError).Stack)
+	if pe, ok := err.(*PanicError); ok {
+		log.Printf("%v\n%s", err, pe.Stack)
+		return
+	}
+	log.Print(err)
 }
 
 // Port returns the port the pool serves.
@@ -198,13 +241,17 @@ func (pl *Pool) work(ctx context.Context) {
 	w := pl.port.NewWorker()
 	defer w.Close()
 	ctx = NewContext(ctx, w)
-	for pl.next(ctx, w) {
+	tctx := ctx // the tasks' context, with the worker and the pool's labels
+	if pl.taskCancel != nil {
+		tctx = NewContext(pl.taskCtx, w) // without the pprof labels' context values
+	}
+	for pl.next(ctx, tctx, w) {
 	}
 }
 
 // next takes one packet and handles it. It reports false when the worker
 // must go: the port is closed, or the handler panicked.
-func (pl *Pool) next(ctx context.Context, w *Worker) (ok bool) {
+func (pl *Pool) next(ctx, tctx context.Context, w *Worker) (ok bool) {
 	// The port's Close ends the Get (ErrClosed): it needs no context.
 	var buf [1]Packet
 	if _, err := w.get(context.Background(), buf[:], true); err != nil {
@@ -213,6 +260,7 @@ func (pl *Pool) next(ctx context.Context, w *Worker) (ok bool) {
 	pkt := buf[0]
 	if !pl.port.settleOne(&pkt) && pl.discard.Load() {
 		pl.port.discarded.Add(1) // posted, and Close came first
+		pl.dropped(&pkt)
 		return true
 	}
 	defer func() {
@@ -226,20 +274,34 @@ func (pl *Pool) next(ctx context.Context, w *Worker) (ok bool) {
 		if r == nil {
 			r = ErrGoexit
 		}
-		pl.onError(&PanicError{Packet: pkt, Value: r, Stack: debug.Stack()})
+		pe := &PanicError{Packet: pkt, Value: r, Stack: debug.Stack()}
+		pl.onError(pe)
+		if _, ok := pkt.Key.(task); ok {
+			pl.taskDone(pe)
+		}
 	}()
 	if trace.IsEnabled() {
 		defer trace.StartRegion(ctx, "iocp.packet").End()
 	}
-	pl.dispatch(ctx, pkt)
+	pl.dispatch(ctx, tctx, pkt)
 	return true
 }
 
 // dispatch calls the handler for pkt: the callback of the bound handle
 // that pkt completes an operation of, or the pool's handler.
-func (pl *Pool) dispatch(ctx context.Context, pkt Packet) {
-	if h, ok := pkt.Key.(*Handle); ok && h.callback != nil {
-		h.callback(ctx, pkt)
+func (pl *Pool) dispatch(ctx, tctx context.Context, pkt Packet) {
+	switch k := pkt.Key.(type) {
+	case *Handle:
+		if k.callback != nil {
+			k.callback(ctx, pkt)
+			return
+		}
+	case task:
+		pl.taskDone(k(tctx))
+		return
+	}
+	if pl.handler == nil {
+		pl.onError(fmt.Errorf("iocp: a packet posted to a pool with no handler (key %v)", pkt.Key))
 		return
 	}
 	pl.handler(ctx, pkt)

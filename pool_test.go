@@ -79,6 +79,7 @@ func TestPool(t *testing.T) {
 	})
 
 	t.Run("BadInput", func(t *testing.T) {
+		var nilContext context.Context // a caller's mistake
 		p := newPort(t, 1)
 		nop := func(context.Context, Packet) {}
 		for _, tc := range []struct {
@@ -88,7 +89,7 @@ func TestPool(t *testing.T) {
 			opts []PoolOption
 			want string
 		}{
-			{"nil handler", 1, nil, nil, "nil Handler"},
+			{"nil context", 1, nop, []PoolOption{WithContext(nilContext)}, "nil Context"},
 			{"negative n", -1, nop, nil, "pool of -1 workers"},
 			{"too many", 1<<20 + 1, nop, nil, "more than 1048576"},
 			{"nil option", 1, nop, []PoolOption{nil}, "nil PoolOption"},

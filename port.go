@@ -137,9 +137,10 @@ type Port struct {
 	drainSeq  atomic.Uint64 // bumped by the moves quiet cannot follow, while draining
 	drainWake chan struct{} // capacity 1: a token for a move worth a look
 
-	sealed   atomic.Bool   // sealPosts has run: no packet can be queued any more
-	done     chan struct{} // closed by Close
-	oneShots sync.Pool     // *Worker for Port.Get
+	sealed   atomic.Bool          // sealPosts has run: no packet can be queued any more
+	pool     atomic.Pointer[Pool] // the pool that serves the port, if any: see discardQueued
+	done     chan struct{}        // closed by Close
+	oneShots sync.Pool            // *Worker for Port.Get
 }
 
 // NewPort makes a port whose concurrency value is concurrency, or
@@ -350,9 +351,13 @@ func (p *Port) discardQueued() {
 		if n == 0 {
 			return
 		}
+		pl := p.pool.Load()
 		for i := range buf[:n] {
 			if ov := buf[i].Overlapped; ov != nil {
 				ov.discard()
+			}
+			if pl != nil {
+				pl.dropped(&buf[i]) // a task that will never run
 			}
 		}
 		clear(buf[:n])

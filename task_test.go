@@ -1,0 +1,130 @@
+package iocp
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPoolGo(t *testing.T) {
+	t.Run("WaitReturnsTheFirstError", func(t *testing.T) {
+		p := newPort(t, 2)
+		pl := newPool(t, p, 0, nil)
+		var ran atomic.Int64
+		boom := errors.New("boom")
+		for i := range 100 {
+			require.NoError(t, pl.Go(func(ctx context.Context) error {
+				ran.Add(1)
+				assert.NotNil(t, FromContext(ctx), "the task's context carries its worker")
+				if i == 50 {
+					return boom
+				}
+				return nil
+			}))
+		}
+		assert.ErrorIs(t, pl.Wait(), boom)
+		assert.Equal(t, int64(100), ran.Load())
+		assert.Error(t, pl.Go(nil))
+	})
+
+	t.Run("Bounded", func(t *testing.T) {
+		// Tasks run under the port's concurrency value.
+		p := newPort(t, 2)
+		pl := newPool(t, p, 8, nil)
+		var in, most atomic.Int64
+		for range 200 {
+			pl.Go(func(ctx context.Context) error {
+				n := in.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				in.Add(-1)
+				return nil
+			})
+		}
+		require.NoError(t, pl.Wait())
+		if concurrencyEnforced() {
+			assert.LessOrEqual(t, most.Load(), int64(2))
+		}
+	})
+
+	t.Run("CancelOnError", func(t *testing.T) {
+		p := newPort(t, 2)
+		pl := newPool(t, p, 2, nil, WithCancelOnError())
+		started := make(chan struct{})
+		require.NoError(t, pl.Go(func(ctx context.Context) error {
+			close(started)
+			<-ctx.Done() // ended by the other task's error
+			return ctx.Err()
+		}))
+		<-started
+		fail := errors.New("fail")
+		require.NoError(t, pl.Go(func(context.Context) error { return fail }))
+		assert.ErrorIs(t, pl.Wait(), fail, "the first error, not the cancellation it caused")
+	})
+
+	t.Run("Panic", func(t *testing.T) {
+		p := newPort(t, 1)
+		errs := make(chan error, 1)
+		pl := newPool(t, p, 1, nil, errorsTo(errs))
+		require.NoError(t, pl.Go(func(context.Context) error { panic("task panic") }))
+		err := pl.Wait()
+		var pe *PanicError
+		require.True(t, errors.As(err, &pe), "got %v", err)
+		assert.Equal(t, "task panic", pe.Value)
+		assert.Same(t, pe, recv(t, errs), "reported as well")
+	})
+
+	t.Run("CloseDiscards", func(t *testing.T) {
+		kernelScheduled(t) // one slot held: the second task stays queued
+		p := newPort(t, 1)
+		pl, err := p.NewPool(2, nil)
+		require.NoError(t, err)
+		entered := make(chan struct{})
+		require.NoError(t, pl.Go(func(ctx context.Context) error {
+			close(entered)
+			<-ctx.Done()
+			return nil
+		}))
+		<-entered
+		require.NoError(t, pl.Go(func(context.Context) error { return nil }))
+		require.NoError(t, pl.Close())
+		assert.ErrorIs(t, pl.Wait(), ErrClosed, "the queued task never ran")
+		assert.ErrorIs(t, pl.Go(func(context.Context) error { return nil }), ErrClosed)
+	})
+
+	t.Run("PortCloseDiscards", func(t *testing.T) {
+		// Closing the port directly discards queued tasks too: Wait still
+		// returns.
+		kernelScheduled(t)
+		p := newPort(t, 1)
+		pl := newPool(t, p, 1, nil)
+		release := make(chan struct{})
+		require.NoError(t, pl.Go(func(context.Context) error { <-release; return nil }))
+		eventually(t, func() bool { return p.Stats().Running == 1 }, "the first task runs")
+		require.NoError(t, pl.Go(func(context.Context) error { return nil }))
+		require.NoError(t, p.Close())
+		close(release)
+		assert.ErrorIs(t, pl.Wait(), ErrClosed)
+	})
+
+	t.Run("WithContext", func(t *testing.T) {
+		p := newPort(t, 1)
+		parent, cancel := context.WithCancel(context.Background())
+		pl := newPool(t, p, 1, nil, WithContext(parent))
+		cancel()
+		require.NoError(t, pl.Go(func(ctx context.Context) error { return ctx.Err() }))
+		assert.ErrorIs(t, pl.Wait(), context.Canceled, "the parent's end reaches the tasks")
+	})
+
+	t.Run("NilHandlerReportsPostedPackets", func(t *testing.T) {
+		p := newPort(t, 1)
+		errs := make(chan error, 1)
+		newPool(t, p, 1, nil, errorsTo(errs))
+		post(t, p, "stray")
+		assert.Contains(t, recv(t, errs).Error(), "no handler (key stray)")
+	})
+}
