@@ -384,18 +384,7 @@ func BenchmarkSPSC(b *testing.B) {
 		}
 	}
 	portAndBounded(b, 1, spsc)
-	b.Run("impl=chan", func(b *testing.B) {
-		b.ReportAllocs()
-		ch := make(chan Packet, userChanCap)
-		go func() {
-			for i := range b.N {
-				ch <- Packet{Bytes: i}
-			}
-		}()
-		for range b.N {
-			<-ch
-		}
-	})
+	b.Run("impl=chan", chanSPSC)
 }
 
 // BenchmarkMPMC: 2*GOMAXPROCS producers and as many workers, on a port of
@@ -447,6 +436,21 @@ func BenchmarkMPMC(b *testing.B) {
 		}
 		wg.Wait()
 	})
+}
+
+// chanSPSC is the channel side of SPSC and BatchLive: a sender that
+// never stops, a receiver that takes one packet at a time.
+func chanSPSC(b *testing.B) {
+	b.ReportAllocs()
+	ch := make(chan Packet, userChanCap)
+	go func() {
+		for i := range b.N {
+			ch <- Packet{Bytes: i}
+		}
+	}()
+	for range b.N {
+		<-ch
+	}
 }
 
 // portAndBounded runs shape as "port", on an unbounded port that Post
@@ -551,18 +555,7 @@ func BenchmarkBatchLive(b *testing.B) {
 		}()
 		consume(b, p)
 	})
-	b.Run("impl=chan", func(b *testing.B) {
-		b.ReportAllocs()
-		ch := make(chan Packet, userChanCap)
-		go func() {
-			for i := range b.N {
-				ch <- Packet{Bytes: i}
-			}
-		}()
-		for range b.N {
-			<-ch
-		}
-	})
+	b.Run("impl=chan", chanSPSC)
 }
 
 // benchPort makes a port for a benchmark: the native backend's with

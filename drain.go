@@ -189,13 +189,3 @@ func (p *Port) sealPosts() {
 	}
 	p.q.refuse()
 }
-
-// take pops up to len(dst) packets for a worker and returns how many. A
-// pop that frees room while a PostWait waits for it says so (postwait.go).
-func (p *Port) take(dst []Packet) int {
-	n := p.q.popN(dst)
-	if n > 0 && p.posters.Load() != 0 {
-		p.noteRoom()
-	}
-	return n
-}
