@@ -130,7 +130,6 @@ func (w *Worker) GetBatch(ctx context.Context, dst []Packet) (int, error) {
 // get takes up to len(dst) packets, waiting for one if block, and returns
 // how many. Their Overlappeds are not settled yet: the caller settles them
 // (settleAll, or a pool's settleOne).
-
 func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error) {
 	p := w.p
 	if p.native != nil {
