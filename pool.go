@@ -55,8 +55,9 @@ type Pool struct {
 	errOnce    sync.Once
 	err        error // the first task error; written once, under errOnce
 
-	live atomic.Int64  // worker goroutines that have not returned
-	done chan struct{} // closed by the last worker to return
+	counters []workerCounters // one per worker index; see Stats
+	live     atomic.Int64     // worker goroutines that have not returned
+	done     chan struct{}    // closed by the last worker to return
 
 	// discard is set by Close: the workers drop the posted packets they
 	// take, as Port.Close would have, and deliver only completions.
@@ -169,6 +170,7 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 		return nil, ErrClosed
 	}
 	pl := &Pool{port: p, handler: handler, onError: c.onError, n: n, done: make(chan struct{})}
+	pl.counters = make([]workerCounters, n)
 	pl.ctx, pl.cancel = context.WithCancel(c.parent)
 	pl.taskCtx = pl.ctx
 	if c.cancelOnError {
@@ -221,7 +223,7 @@ func (pl *Pool) serve(i int) {
 		}
 	}()
 	labels := pprof.Labels("iocp.port", pl.port.Name(), "iocp.worker", strconv.Itoa(i))
-	pprof.Do(pl.ctx, labels, pl.loop)
+	pprof.Do(pl.ctx, labels, func(ctx context.Context) { pl.loop(ctx, &pl.counters[i]) })
 	returned = true
 }
 
@@ -229,15 +231,15 @@ func (pl *Pool) serve(i int) {
 // panics leaves its worker in whatever state it was in (running, or
 // blocked by a Block without its Unblock): the worker is closed, which
 // frees its slot, and a new one takes its place.
-func (pl *Pool) loop(ctx context.Context) {
+func (pl *Pool) loop(ctx context.Context, c *workerCounters) {
 	for pl.port.gate.Load()&closedBit == 0 {
-		pl.work(ctx)
+		pl.work(ctx, c)
 	}
 }
 
 // work serves the port with one Worker until the port closes or a handler
 // panics.
-func (pl *Pool) work(ctx context.Context) {
+func (pl *Pool) work(ctx context.Context, c *workerCounters) {
 	w := pl.port.NewWorker()
 	defer w.Close()
 	ctx = NewContext(ctx, w)
@@ -245,13 +247,13 @@ func (pl *Pool) work(ctx context.Context) {
 	if pl.taskCancel != nil {
 		tctx = NewContext(pl.taskCtx, w) // without the pprof labels' context values
 	}
-	for pl.next(ctx, tctx, w) {
+	for pl.next(ctx, tctx, w, c) {
 	}
 }
 
 // next takes one packet and handles it. It reports false when the worker
 // must go: the port is closed, or the handler panicked.
-func (pl *Pool) next(ctx, tctx context.Context, w *Worker) (ok bool) {
+func (pl *Pool) next(ctx, tctx context.Context, w *Worker, c *workerCounters) (ok bool) {
 	// The port's Close ends the Get (ErrClosed): it needs no context.
 	var buf [1]Packet
 	if _, err := w.get(context.Background(), buf[:], true); err != nil {
@@ -275,6 +277,8 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker) (ok bool) {
 			r = ErrGoexit
 		}
 		pe := &PanicError{Packet: pkt, Value: r, Stack: debug.Stack()}
+		c.add(&c.handled)
+		c.add(&c.panicked)
 		pl.onError(pe)
 		if _, ok := pkt.Key.(task); ok {
 			pl.taskDone(pe)
@@ -283,28 +287,67 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker) (ok bool) {
 	if trace.IsEnabled() {
 		defer trace.StartRegion(ctx, "iocp.packet").End()
 	}
-	pl.dispatch(ctx, tctx, pkt)
+	if err := pl.dispatch(ctx, tctx, pkt); err != nil {
+		c.add(&c.failed)
+	}
+	c.add(&c.handled)
 	return true
 }
 
 // dispatch calls the handler for pkt: the callback of the bound handle
 // that pkt completes an operation of, or the pool's handler.
-func (pl *Pool) dispatch(ctx, tctx context.Context, pkt Packet) {
+// It returns a task's error, and nil for the rest.
+func (pl *Pool) dispatch(ctx, tctx context.Context, pkt Packet) error {
 	switch k := pkt.Key.(type) {
 	case *Handle:
 		if k.callback != nil {
 			k.callback(ctx, pkt)
-			return
+			return nil
 		}
 	case task:
-		pl.taskDone(k(tctx))
-		return
+		err := k(tctx)
+		pl.taskDone(err)
+		return err
 	}
 	if pl.handler == nil {
 		pl.onError(fmt.Errorf("iocp: a packet posted to a pool with no handler (key %v)", pkt.Key))
-		return
+		return nil
 	}
 	pl.handler(ctx, pkt)
+	return nil
+}
+
+// workerCounters are one worker's counts, written by its goroutine only
+// (a load and a store, no read-modify-write on a shared line) and summed by
+// Stats. Each sits on a cache line of its own: at 64 cores a pool-wide
+// counter would be one more line that every packet moves.
+type workerCounters struct {
+	handled, panicked, failed atomic.Uint64
+	_                         [cacheLine - 24]byte
+}
+
+// add counts one on a counter that only the calling worker writes.
+func (c *workerCounters) add(n *atomic.Uint64) { n.Store(n.Load() + 1) }
+
+// PoolStats is a snapshot of a pool's counters, summed over its workers
+// one after another; see Port.Stats for the port's.
+type PoolStats struct {
+	Workers  int    // the pool's workers
+	Handled  uint64 // packets, completions and tasks handled, panics included
+	Panicked uint64 // of those, the handlers and tasks that panicked or called runtime.Goexit
+	Failed   uint64 // tasks of Go that returned an error
+}
+
+// Stats returns the pool's counters.
+func (pl *Pool) Stats() PoolStats {
+	s := PoolStats{Workers: pl.n}
+	for i := range pl.counters {
+		c := &pl.counters[i]
+		s.Handled += c.handled.Load()
+		s.Panicked += c.panicked.Load()
+		s.Failed += c.failed.Load()
+	}
+	return s
 }
 
 // Bind associates source with the pool's port and has fn called, by the

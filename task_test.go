@@ -128,3 +128,20 @@ func TestPoolGo(t *testing.T) {
 		assert.Contains(t, recv(t, errs).Error(), "no handler (key stray)")
 	})
 }
+
+func TestPoolStats(t *testing.T) {
+	p := newPort(t, 2)
+	errs := make(chan error, 4)
+	pl := newPool(t, p, 3, func(_ context.Context, pkt Packet) {
+		if pkt.Key == "panic" {
+			panic("counted")
+		}
+	}, errorsTo(errs))
+	post(t, p, "a", "b", "panic")
+	recv(t, errs)
+	require.NoError(t, pl.Go(func(context.Context) error { return nil }))
+	require.NoError(t, pl.Go(func(context.Context) error { return errors.New("counted") }))
+	assert.Error(t, pl.Wait())
+	eventually(t, func() bool { return pl.Stats().Handled == 5 }, "five handled")
+	assert.Equal(t, PoolStats{Workers: 3, Handled: 5, Panicked: 1, Failed: 1}, pl.Stats())
+}
