@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // A Handler handles one packet in a Pool. ctx carries the worker that runs
@@ -56,8 +57,13 @@ type Pool struct {
 	err        error // the first task error; written once, under errOnce
 
 	counters []workerCounters // one per worker index; see Stats
-	live     atomic.Int64     // worker goroutines that have not returned
-	done     chan struct{}    // closed by the last worker to return
+
+	// Stall reports (WithStallReport); read-only after NewPool.
+	stallLimit time.Duration
+	onStall    func(Stall)
+	epoch      time.Time     // what workerCounters.started counts from
+	live       atomic.Int64  // worker goroutines that have not returned
+	done       chan struct{} // closed by the last worker to return
 
 	// discard is set by Close: the workers drop the posted packets they
 	// take, as Port.Close would have, and deliver only completions.
@@ -69,6 +75,8 @@ type PoolOption func(*poolConfig) error
 
 type poolConfig struct {
 	onError       func(error)
+	stallLimit    time.Duration
+	onStall       func(Stall)
 	parent        context.Context
 	cancelOnError bool
 }
@@ -82,6 +90,34 @@ func WithContext(ctx context.Context) PoolOption {
 			return fmt.Errorf("%w: nil Context", ErrInvalid)
 		}
 		c.parent = ctx
+		return nil
+	}
+}
+
+// A Stall reports a handler, callback or task that has run longer than
+// the limit given to WithStallReport: the worker it runs on, which is that
+// goroutine's "iocp.worker" pprof label, and how long it has run so far.
+type Stall struct {
+	Worker  int
+	Running time.Duration
+}
+
+// WithStallReport has the pool call fn, on a goroutine of its own, once for
+// each packet whose handler has run longer than limit, so that a stuck
+// handler, which holds a slot of the concurrency value, is seen; Stats
+// counts those running so long now. The pool looks four times a limit. A
+// handler that waits on purpose should say so with Blocking instead: it
+// is then not counted against the port, though it is still reported.
+// limit must be positive and fn not nil.
+func WithStallReport(limit time.Duration, fn func(Stall)) PoolOption {
+	return func(c *poolConfig) error {
+		switch {
+		case limit <= 0:
+			return fmt.Errorf("%w: WithStallReport limit %v, not positive", ErrInvalid, limit)
+		case fn == nil:
+			return fmt.Errorf("%w: WithStallReport with a nil fn", ErrInvalid)
+		}
+		c.stallLimit, c.onStall = limit, fn
 		return nil
 	}
 }
@@ -171,6 +207,7 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	}
 	pl := &Pool{port: p, handler: handler, onError: c.onError, n: n, done: make(chan struct{})}
 	pl.counters = make([]workerCounters, n)
+	pl.stallLimit, pl.onStall, pl.epoch = c.stallLimit, c.onStall, time.Now()
 	pl.ctx, pl.cancel = context.WithCancel(c.parent)
 	pl.taskCtx = pl.ctx
 	if c.cancelOnError {
@@ -178,6 +215,10 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	}
 	p.pool.Store(pl)
 	pl.live.Store(int64(n))
+	if pl.onStall != nil {
+		pl.live.Add(1) // the watcher ends with the workers: see exit
+		go pl.watch()
+	}
 	for i := range n {
 		go pl.serve(i)
 	}
@@ -217,10 +258,7 @@ func (pl *Pool) serve(i int) {
 			go pl.serve(i) // runtime.Goexit: panics are recovered per packet
 			return
 		}
-		if pl.live.Add(-1) == 0 {
-			pl.cancel()
-			close(pl.done)
-		}
+		pl.exit()
 	}()
 	labels := pprof.Labels("iocp.port", pl.port.Name(), "iocp.worker", strconv.Itoa(i))
 	pprof.Do(pl.ctx, labels, func(ctx context.Context) { pl.loop(ctx, &pl.counters[i]) })
@@ -287,11 +325,48 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker, c *workerCounters) (o
 	if trace.IsEnabled() {
 		defer trace.StartRegion(ctx, "iocp.packet").End()
 	}
+	if pl.onStall != nil {
+		c.started.Store(int64(time.Since(pl.epoch)) | 1) // never 0, which says idle
+		defer c.started.Store(0)
+	}
 	if err := pl.dispatch(ctx, tctx, pkt); err != nil {
 		c.add(&c.failed)
 	}
 	c.add(&c.handled)
 	return true
+}
+
+// exit ends one of the pool's goroutines: the last one cancels the
+// handlers' context and closes done.
+func (pl *Pool) exit() {
+	if pl.live.Add(-1) == 0 {
+		pl.cancel()
+		close(pl.done)
+	}
+}
+
+// watch reports stalled handlers (WithStallReport) until the port closes.
+func (pl *Pool) watch() {
+	defer pl.exit()
+	t := time.NewTicker(pl.stallLimit / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-pl.port.done:
+			return
+		case <-t.C:
+		}
+		now := int64(time.Since(pl.epoch))
+		for i := range pl.counters {
+			c := &pl.counters[i]
+			s := c.started.Load()
+			if s == 0 || time.Duration(now-s) <= pl.stallLimit || c.reported == s {
+				continue
+			}
+			c.reported = s // once a packet
+			pl.onStall(Stall{Worker: i, Running: time.Duration(now - s)})
+		}
+	}
 }
 
 // dispatch calls the handler for pkt: the callback of the bound handle
@@ -323,7 +398,12 @@ func (pl *Pool) dispatch(ctx, tctx context.Context, pkt Packet) error {
 // counter would be one more line that every packet moves.
 type workerCounters struct {
 	handled, panicked, failed atomic.Uint64
-	_                         [cacheLine - 24]byte
+	// started is when the handler running now started, in nanoseconds
+	// from Pool.epoch, with its low bit set; 0 when none runs. Kept only
+	// with WithStallReport.
+	started  atomic.Int64
+	reported int64 // the started value last reported; the watcher's own
+	_        [cacheLine - 40]byte
 }
 
 // add counts one on a counter that only the calling worker writes.
@@ -336,13 +416,20 @@ type PoolStats struct {
 	Handled  uint64 // packets, completions and tasks handled, panics included
 	Panicked uint64 // of those, the handlers and tasks that panicked or called runtime.Goexit
 	Failed   uint64 // tasks of Go that returned an error
+	// Stalled counts the handlers running now for longer than the limit
+	// of WithStallReport; 0 without it.
+	Stalled int
 }
 
 // Stats returns the pool's counters.
 func (pl *Pool) Stats() PoolStats {
 	s := PoolStats{Workers: pl.n}
+	now := int64(time.Since(pl.epoch))
 	for i := range pl.counters {
 		c := &pl.counters[i]
+		if st := c.started.Load(); pl.onStall != nil && st != 0 && time.Duration(now-st) > pl.stallLimit {
+			s.Stalled++
+		}
 		s.Handled += c.handled.Load()
 		s.Panicked += c.panicked.Load()
 		s.Failed += c.failed.Load()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -144,4 +145,31 @@ func TestPoolStats(t *testing.T) {
 	assert.Error(t, pl.Wait())
 	eventually(t, func() bool { return pl.Stats().Handled == 5 }, "five handled")
 	assert.Equal(t, PoolStats{Workers: 3, Handled: 5, Panicked: 1, Failed: 1}, pl.Stats())
+}
+
+// TestPoolStallReport: a handler that runs past the limit is reported
+// once, with its worker, and counted in Stats while it runs.
+func TestPoolStallReport(t *testing.T) {
+	p := newPort(t, 1)
+	stalls := make(chan Stall, 4)
+	release := make(chan struct{})
+	pl := newPool(t, p, 1, func(_ context.Context, pkt Packet) {
+		if pkt.Key == "stuck" {
+			<-release
+		}
+	}, WithStallReport(5*time.Millisecond, func(s Stall) { stalls <- s }))
+	post(t, p, "stuck")
+	s := recv(t, stalls)
+	assert.Equal(t, 0, s.Worker)
+	assert.Greater(t, s.Running, 5*time.Millisecond)
+	assert.Equal(t, 1, pl.Stats().Stalled)
+	close(release)
+	eventually(t, func() bool { return pl.Stats().Handled == 1 }, "handled")
+	assert.Zero(t, pl.Stats().Stalled)
+	assert.Empty(t, stalls, "reported once")
+
+	_, err := p.NewPool(1, nil, WithStallReport(0, func(Stall) {}))
+	assert.ErrorIs(t, err, ErrInvalid)
+	_, err = p.NewPool(1, nil, WithStallReport(time.Second, nil))
+	assert.ErrorIs(t, err, ErrInvalid)
 }
