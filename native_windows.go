@@ -229,15 +229,24 @@ var leavePort = sync.OnceValues(func() (windows.Handle, error) {
 	return windows.CreateIoCompletionPort(windows.InvalidHandle, 0, 0, 1)
 })
 
-// len counts the posted packets: the kernel knows its queue's depth but
-// does not say, and a File's completion is known when it is dequeued.
+// seal refuses posts from here on, then waits out the posts that passed
+// their check before (see posting).
 func (n *nativePort) seal() {
 	n.sealed.Store(true)
-	for wait := time.Microsecond; n.posting.Load() != 0; wait = min(2*wait, time.Millisecond) {
+	awaitZero(&n.posting)
+}
+
+// awaitZero waits until *c is 0: the caller has set the flag that the
+// calls *c counts check after counting themselves, so each is a few
+// instructions from its end, or sees the flag and leaves.
+func awaitZero(c *atomic.Int64) {
+	for wait := time.Microsecond; c.Load() != 0; wait = min(2*wait, time.Millisecond) {
 		time.Sleep(wait)
 	}
 }
 
+// len counts the posted packets: the kernel knows its queue's depth but
+// does not say, and a File's completion is known when it is dequeued.
 func (n *nativePort) len() int { return n.k.slots.len() }
 
 func (n *nativePort) close(drop func(*Packet)) int {
@@ -249,9 +258,7 @@ func (n *nativePort) close(drop func(*Packet)) int {
 	n.mu.Unlock()
 	// Every call that saw the port open returns soon: the waits were
 	// interrupted, and post and a wait of no time do not block.
-	for wait := time.Microsecond; n.users.Load() != 0; wait = min(2*wait, time.Millisecond) {
-		time.Sleep(wait)
-	}
+	awaitZero(&n.users)
 	// The Files' operations are cancelled, and their completions taken
 	// here: the kernel may write into their OVERLAPPEDs and buffers until
 	// it has queued them, so both stay pinned until then.

@@ -101,7 +101,7 @@ func (p *Port) PostBatch(pkts []Packet) (n int, err error) {
 		return len(pkts), nil
 	}
 	for n < len(pkts) {
-		if p.gate.Load()&refusePost != 0 {
+		if refusing(p.gate.Load()) {
 			return n, ErrClosed
 		}
 		k, res := p.q.pushN(pkts[n:], refusePost)
