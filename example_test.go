@@ -74,8 +74,9 @@ func ExamplePort_NewWorker() {
 }
 
 // A pool runs the workers: a handler per packet, twice as many workers as
-// the concurrency value, and a handler that waits on a lock says so, so
-// that another worker runs meanwhile.
+// the concurrency value to begin with, and a handler that waits on a lock
+// says so, so that another worker runs meanwhile (and, while all of them
+// wait, the pool may start more).
 func ExamplePort_NewPool() {
 	port, _ := iocp.NewPort(2)
 	var mu sync.Mutex
@@ -89,8 +90,8 @@ func ExamplePort_NewPool() {
 		port.Post(iocp.Packet{Bytes: i})
 	}
 	pool.Shutdown(context.Background()) // drains the queue, closes the port, waits for the workers
-	fmt.Println("workers:", pool.Workers(), "total:", total)
-	// Output: workers: 4 total: 5050
+	fmt.Println("total:", total)
+	// Output: total: 5050
 }
 
 // Bind has a function called for each completion of a source: here the
@@ -396,4 +397,96 @@ func ExamplePool_Go() {
 	fmt.Println(pool.Wait(), sum.Load())
 	// Output:
 	// task 7 failed 48
+}
+
+// An elastic pool: each handler waits for the others, marking the wait,
+// so that eight packets are handled only once eight workers wait at once.
+// The pool starts four workers (twice the concurrency value), and starts
+// more, one at a time, while all of them are blocked and packets wait.
+func ExampleWithMaxWorkers() {
+	port, _ := iocp.NewPort(2)
+	var all sync.WaitGroup
+	all.Add(8)
+	pool, _ := port.NewPool(0, func(ctx context.Context, pkt iocp.Packet) {
+		all.Done()
+		iocp.Blocking(ctx, all.Wait) // a database call, say
+	}, iocp.WithMaxWorkers(8))
+	for range 8 {
+		port.Post(iocp.Packet{})
+	}
+	all.Wait()
+	pool.Shutdown(context.Background())
+	s := pool.Stats()
+	fmt.Println("workers:", s.Workers, "started while blocked:", s.Grown)
+	// Output: workers: 8 started while blocked: 4
+}
+
+// A stalled handler is reported once, with the worker it holds.
+func ExampleWithStallReport() {
+	port, _ := iocp.NewPort(1)
+	stalls := make(chan iocp.Stall, 1)
+	pool, _ := port.NewPool(1, func(ctx context.Context, pkt iocp.Packet) {
+		time.Sleep(200 * time.Millisecond) // stuck, and not marked as a wait
+	}, iocp.WithStallReport(20*time.Millisecond, func(s iocp.Stall) { stalls <- s }))
+	port.Post(iocp.Packet{})
+	s := <-stalls
+	fmt.Println("worker", s.Worker, "stalled:", s.Running >= 20*time.Millisecond)
+	pool.Shutdown(context.Background())
+	// Output: worker 0 stalled: true
+}
+
+// WithTimings keeps two histograms: how long packets waited in the queue,
+// and how long their handlers ran.
+func ExampleWithTimings() {
+	port, _ := iocp.NewPort(2)
+	pool, _ := port.NewPool(0, func(ctx context.Context, pkt iocp.Packet) {
+		time.Sleep(time.Millisecond)
+	}, iocp.WithTimings())
+	for range 20 {
+		port.Post(iocp.Packet{})
+	}
+	pool.Shutdown(context.Background())
+	s := pool.Stats()
+	fmt.Println("handled:", s.Handled, "timed:", s.Handling.Count, s.QueueWait.Count)
+	fmt.Println("median handler at least 1ms:", s.Handling.Quantile(0.5) >= time.Millisecond)
+	// Output:
+	// handled: 20 timed: 20 20
+	// median handler at least 1ms: true
+}
+
+// With WithCancelOnError, the first task to fail cancels the others'
+// context, as errgroup.WithContext does.
+func ExampleWithCancelOnError() {
+	port, _ := iocp.NewPort(2)
+	pool, _ := port.NewPool(0, nil, iocp.WithCancelOnError())
+	defer pool.Close()
+	pool.Go(func(ctx context.Context) error { return errors.New("the first fails") })
+	pool.Go(func(ctx context.Context) error {
+		<-ctx.Done() // would wait for ever without the cancel
+		return ctx.Err()
+	})
+	fmt.Println(pool.Wait())
+	// Output: the first fails
+}
+
+// Stats counts what the pool's handlers did.
+func ExamplePool_Stats() {
+	port, _ := iocp.NewPort(2)
+	pool, _ := port.NewPool(0, nil, iocp.WithErrorHandler(func(error) {}))
+	for i := range 10 {
+		pool.Go(func(ctx context.Context) error {
+			switch i {
+			case 3:
+				return errors.New("failed")
+			case 5:
+				panic("boom")
+			}
+			return nil
+		})
+	}
+	pool.Wait()
+	pool.Shutdown(context.Background())
+	s := pool.Stats()
+	fmt.Println("handled:", s.Handled, "failed:", s.Failed, "panicked:", s.Panicked, "in flight:", s.InFlight)
+	// Output: handled: 10 failed: 1 panicked: 1 in flight: 0
 }

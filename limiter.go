@@ -70,6 +70,23 @@ func (p *Port) canRelease(g uint64) bool {
 	return g&closedBit == 0 && g&waiterMask != 0 && running(g) < p.Concurrency()
 }
 
+// starved reports whether the gate word g leaves a slot free with no
+// waiter to take it: every worker that could run is blocked, or gone, and
+// a packet queued now would wait for one of them. A pool then starts
+// another worker (Pool.grow), as the Windows thread pool starts a thread
+// when its threads block.
+func (p *Port) starved(g uint64) bool {
+	return g&closedBit == 0 && g&waiterMask == 0 && running(g) < p.Concurrency()
+}
+
+// starve tells the port's pool, if it has one, that packets wait with a
+// slot free and nobody to take them.
+func (p *Port) starve() {
+	if pl := p.pool.Load(); pl != nil {
+		pl.grow()
+	}
+}
+
 // The gate bits that refuse a packet. Post is refused once Close or
 // Shutdown has begun; the completion of an operation that started before
 // Shutdown is still queued while the port drains, and refused only once
@@ -87,12 +104,17 @@ func refusing(g uint64) bool { return g&refusePost != 0 }
 // queued. The queue check comes after the gate update: see above.
 //
 // On a port with a backend it only counts: the kernel releases its own
-// waiters.
+// waiters. With no waiter to release, it tells the pool (starve).
 func (p *Port) freeSlot() {
 	g := p.gate.Add(minusOne)
 	p.drainStep(g)
-	if p.native == nil && p.canRelease(g) && !p.q.empty() {
-		p.release()
+	switch {
+	case p.native == nil && p.canRelease(g):
+		if !p.q.empty() {
+			p.release()
+		}
+	case p.starved(g) && !p.queueEmpty():
+		p.starve()
 	}
 }
 

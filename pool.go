@@ -32,6 +32,13 @@ type Handler func(ctx context.Context, pkt Packet)
 // slot is freed, and the pool goes on serving with the same number of
 // workers.
 //
+// The pool is elastic, as the Windows thread pool is: when packets are
+// queued, a slot of the concurrency value is free and no worker waits to
+// take it (every worker is blocked), the pool starts another worker, one
+// at a time, up to the maximum of WithMaxWorkers. A worker beyond NewPool's
+// n that finds no packet for the period of WithIdleTimeout retires. The
+// concurrency value bounds the running workers however many there are.
+//
 // Each worker goroutine carries the pprof labels "iocp.port" (the port's
 // Name) and "iocp.worker" (its index, 0 to n-1), so CPU and goroutine
 // profiles show which port's work they ran; while runtime/trace is
@@ -43,7 +50,9 @@ type Pool struct {
 	port    *Port
 	handler Handler
 	onError func(error)
-	n       int
+	n       int           // the workers it keeps: NewPool's n
+	max     int           // the most it runs (WithMaxWorkers); n when fixed
+	idle    time.Duration // how long a worker beyond n waits before it retires
 
 	ctx    context.Context // the handlers' context, without the worker
 	cancel context.CancelFunc
@@ -56,12 +65,24 @@ type Pool struct {
 	errOnce    sync.Once
 	err        error // the first task error; written once, under errOnce
 
-	counters []workerCounters // one per worker index; see Stats
+	// Elastic workers: grow and retire. size and starting change under mu;
+	// the fast checks load them without it.
+	mu       sync.Mutex
+	free     []int        // indexes of retired workers, for the next to start; guarded by mu
+	size     atomic.Int64 // workers now
+	starting atomic.Int64 // workers started whose first Get has not returned
+	grown    atomic.Uint64
+	retired  atomic.Uint64
+
+	// counters holds one per worker index, appended to under mu: see Stats.
+	counters atomic.Pointer[[]*workerCounters]
 
 	// Stall reports (WithStallReport); read-only after NewPool.
 	stallLimit time.Duration
 	onStall    func(Stall)
-	epoch      time.Time     // what workerCounters.started counts from
+	epoch      time.Time     // what workerCounters.started counts from: the queue's epoch
+	timings    bool          // WithTimings; read-only after NewPool
+	timed      bool          // timings or a stall report: handlers' starts are timed
 	live       atomic.Int64  // worker goroutines that have not returned
 	done       chan struct{} // closed by the last worker to return
 
@@ -75,6 +96,9 @@ type PoolOption func(*poolConfig) error
 
 type poolConfig struct {
 	onError       func(error)
+	max           int
+	idle          time.Duration
+	timings       bool
 	stallLimit    time.Duration
 	onStall       func(Stall)
 	parent        context.Context
@@ -93,6 +117,40 @@ func WithContext(ctx context.Context) PoolOption {
 		return nil
 	}
 }
+
+// WithMaxWorkers bounds the workers of an elastic pool (see Pool): it
+// starts workers beyond NewPool's n while every worker is blocked, up to
+// max. max == n makes a fixed pool. Without it the maximum is 256, or n if
+// that is more: past a few hundred, more workers for one port usually mean
+// handlers stuck on one thing, which more goroutines do not fix. A max
+// below n, which NewPool reports, or above 1<<20 is an error.
+func WithMaxWorkers(max int) PoolOption {
+	return func(c *poolConfig) error {
+		if max < 1 || max > maxWorkers {
+			return fmt.Errorf("%w: WithMaxWorkers(%d), out of range [1, %d]", ErrInvalid, max, maxWorkers)
+		}
+		c.max = max
+		return nil
+	}
+}
+
+// WithIdleTimeout sets how long a worker beyond NewPool's n waits for a
+// packet before it retires; 10 seconds without it. d must be positive.
+func WithIdleTimeout(d time.Duration) PoolOption {
+	return func(c *poolConfig) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: WithIdleTimeout(%v), not positive", ErrInvalid, d)
+		}
+		c.idle = d
+		return nil
+	}
+}
+
+// The defaults of WithMaxWorkers and WithIdleTimeout.
+const (
+	defaultMaxWorkers  = 256
+	defaultIdleTimeout = 10 * time.Second
+)
 
 // A Stall reports a handler, callback or task that has run longer than
 // the limit given to WithStallReport: the worker it runs on, which is that
@@ -118,6 +176,19 @@ func WithStallReport(limit time.Duration, fn func(Stall)) PoolOption {
 			return fmt.Errorf("%w: WithStallReport with a nil fn", ErrInvalid)
 		}
 		c.stallLimit, c.onStall = limit, fn
+		return nil
+	}
+}
+
+// WithTimings has the pool measure every packet: how long it waited in
+// the port's queue, and how long its handler ran, into the two histograms
+// of PoolStats. It costs two or three reads of the monotonic clock a
+// packet (tens of nanoseconds), and allocates nothing; the histograms
+// are each worker's own, summed by Stats. Packets queued before NewPool
+// have no queue time.
+func WithTimings() PoolOption {
+	return func(c *poolConfig) error {
+		c.timings = true
 		return nil
 	}
 }
@@ -175,8 +246,9 @@ func (e *PanicError) Unwrap() error {
 // (see Pool.Bind) going to their own callbacks, and tasks (Pool.Go) run as
 // they are, instead. handler may be nil for a pool that only serves bound
 // handles and tasks: a packet posted to it is reported to the error
-// handler. n == 0 means twice the port's concurrency value at this moment;
-// n does not change afterwards. n < 0 or n > 1<<20 (from NewPool(0) too),
+// handler. n == 0 means twice the port's concurrency value at this moment.
+// The pool keeps n workers, and starts more while they are all blocked
+// (see Pool, WithMaxWorkers). n < 0 or n > 1<<20 (from NewPool(0) too),
 // an invalid option, and a closed or draining port are errors.
 //
 // The pool owns the port's shutdown: Pool.Shutdown drains and closes the
@@ -202,12 +274,31 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 			return nil, err
 		}
 	}
+	switch {
+	case c.max == 0:
+		c.max = max(n, defaultMaxWorkers)
+	case c.max < n:
+		return nil, fmt.Errorf("%w: WithMaxWorkers(%d) below the pool's %d workers", ErrInvalid, c.max, n)
+	}
+	if c.idle == 0 {
+		c.idle = defaultIdleTimeout
+	}
 	if refusing(p.gate.Load()) {
 		return nil, ErrClosed
 	}
-	pl := &Pool{port: p, handler: handler, onError: c.onError, n: n, done: make(chan struct{})}
-	pl.counters = make([]workerCounters, n)
-	pl.stallLimit, pl.onStall, pl.epoch = c.stallLimit, c.onStall, time.Now()
+	pl := &Pool{port: p, handler: handler, onError: c.onError, n: n, max: c.max, idle: c.idle, done: make(chan struct{})}
+	pl.timings, pl.timed = c.timings, c.timings || c.onStall != nil
+	counters := make([]*workerCounters, n)
+	for i := range counters {
+		counters[i] = pl.newCounters()
+	}
+	pl.counters.Store(&counters)
+	pl.size.Store(int64(n))
+	pl.starting.Store(int64(n))
+	pl.stallLimit, pl.onStall, pl.epoch = c.stallLimit, c.onStall, p.q.epoch
+	if c.timings {
+		p.q.stamping.Store(true) // pushes record their time from here on
+	}
 	pl.ctx, pl.cancel = context.WithCancel(c.parent)
 	pl.taskCtx = pl.ctx
 	if c.cancelOnError {
@@ -220,7 +311,7 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 		go pl.watch()
 	}
 	for i := range n {
-		go pl.serve(i)
+		go pl.serve(i, true)
 	}
 	return pl, nil
 }
@@ -244,40 +335,49 @@ func logPanic(err error) {
 // Port returns the port the pool serves.
 func (pl *Pool) Port() *Port { return pl.port }
 
-// Workers returns the number of workers in the pool.
-func (pl *Pool) Workers() int { return pl.n }
+// Workers returns the number of workers in the pool now: NewPool's n, and
+// those it started since while its workers were blocked (see Pool).
+func (pl *Pool) Workers() int { return int(pl.size.Load()) }
+
+// A member is one worker goroutine's own state.
+type member struct {
+	i     int // its index: the "iocp.worker" label, and its counters
+	c     *workerCounters
+	fresh bool // its first Get has not returned: counted in Pool.starting
+}
 
 // serve is the goroutine of worker i: it runs with the pool's pprof labels
-// until the port closes. A handler that calls runtime.Goexit ends the
-// goroutine whatever serve does (next reports it): a new goroutine then
-// takes worker i's place, so that the pool keeps its size.
-func (pl *Pool) serve(i int) {
+// until the port closes or the worker retires. A handler that calls
+// runtime.Goexit ends the goroutine whatever serve does (next reports it):
+// a new goroutine then takes worker i's place, so that the pool keeps its
+// size. fresh says the worker was just started, or replaced (Pool.starting).
+func (pl *Pool) serve(i int, fresh bool) {
 	returned := false
 	defer func() {
 		if !returned {
-			go pl.serve(i) // runtime.Goexit: panics are recovered per packet
+			go pl.serve(i, true) // runtime.Goexit: panics are recovered per packet
 			return
 		}
 		pl.exit()
 	}()
+	m := &member{i: i, c: (*pl.counters.Load())[i], fresh: fresh}
 	labels := pprof.Labels("iocp.port", pl.port.Name(), "iocp.worker", strconv.Itoa(i))
-	pprof.Do(pl.ctx, labels, func(ctx context.Context) { pl.loop(ctx, &pl.counters[i]) })
+	pprof.Do(pl.ctx, labels, func(ctx context.Context) { pl.loop(ctx, m) })
 	returned = true
 }
 
-// loop runs one of the pool's workers until the port closes. A handler that
-// panics leaves its worker in whatever state it was in (running, or
-// blocked by a Block without its Unblock): the worker is closed, which
-// frees its slot, and a new one takes its place.
-func (pl *Pool) loop(ctx context.Context, c *workerCounters) {
-	for pl.port.gate.Load()&closedBit == 0 {
-		pl.work(ctx, c)
+// loop runs one of the pool's workers until the port closes or it retires.
+// A handler that panics leaves its worker in whatever state it was in
+// (running, or blocked by a Block without its Unblock): the worker is
+// closed, which frees its slot, and a new one takes its place.
+func (pl *Pool) loop(ctx context.Context, m *member) {
+	for pl.port.gate.Load()&closedBit == 0 && pl.work(ctx, m) {
 	}
 }
 
-// work serves the port with one Worker until the port closes or a handler
-// panics.
-func (pl *Pool) work(ctx context.Context, c *workerCounters) {
+// work serves the port with one Worker until the port closes, the worker
+// retires, or a handler panics, and reports whether that last was why.
+func (pl *Pool) work(ctx context.Context, m *member) bool {
 	w := pl.port.NewWorker()
 	defer w.Close()
 	ctx = NewContext(ctx, w)
@@ -285,28 +385,49 @@ func (pl *Pool) work(ctx context.Context, c *workerCounters) {
 	if pl.taskCancel != nil {
 		tctx = NewContext(pl.taskCtx, w) // without the pprof labels' context values
 	}
-	for pl.next(ctx, tctx, w, c) {
+	for {
+		switch pl.next(ctx, tctx, w, m) {
+		case stepStop:
+			return false
+		case stepPanicked:
+			return true
+		}
 	}
 }
 
-// next takes one packet and handles it. It reports false when the worker
-// must go: the port is closed, or the handler panicked.
-func (pl *Pool) next(ctx, tctx context.Context, w *Worker, c *workerCounters) (ok bool) {
-	// The port's Close ends the Get (ErrClosed): it needs no context.
+// What next did: handled a packet, ended with the port or retired, or
+// lost its Worker to a handler's panic.
+const (
+	stepServed = iota
+	stepStop
+	stepPanicked
+)
+
+// next takes one packet and handles it.
+func (pl *Pool) next(ctx, tctx context.Context, w *Worker, m *member) (step int) {
 	var buf [1]Packet
-	if _, err := w.get(context.Background(), buf[:], true); err != nil {
-		return false
+	_, err := pl.get(w, m, buf[:])
+	if m.fresh {
+		m.fresh = false
+		pl.arrived()
 	}
+	if err != nil {
+		return stepStop
+	}
+	c := m.c
 	pkt := buf[0]
 	if !pl.port.settleOne(&pkt) && pl.discard.Load() {
 		pl.port.discarded.Add(1) // posted, and Close came first
 		pl.dropped(&pkt)
-		return true
+		return stepServed
 	}
+	start := pl.begin(c, w)
+	step = stepPanicked // until the handler returns
 	defer func() {
-		if ok {
+		if step != stepPanicked {
 			return
 		}
+		pl.end(c, start)
 		// A nil recover here is runtime.Goexit (panic(nil) recovers a
 		// *runtime.PanicNilError): the goroutine is ending, work's
 		// deferred Close still runs, and serve starts its successor.
@@ -314,6 +435,11 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker, c *workerCounters) (o
 		if r == nil {
 			r = ErrGoexit
 		}
+		// The worker's successor is new to the port until its first Get,
+		// as a worker just started is: the port must not start another
+		// for the moment between the two (see grow).
+		pl.starting.Add(1)
+		m.fresh = true
 		pe := &PanicError{Packet: pkt, Value: r, Stack: debug.Stack()}
 		c.add(&c.handled)
 		c.add(&c.panicked)
@@ -325,14 +451,132 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker, c *workerCounters) (o
 	if trace.IsEnabled() {
 		defer trace.StartRegion(ctx, "iocp.packet").End()
 	}
-	if pl.onStall != nil {
-		c.started.Store(int64(time.Since(pl.epoch)) | 1) // never 0, which says idle
-		defer c.started.Store(0)
-	}
-	if err := pl.dispatch(ctx, tctx, pkt); err != nil {
+	err = pl.dispatch(ctx, tctx, pkt)
+	pl.end(c, start)
+	if err != nil {
 		c.add(&c.failed)
 	}
 	c.add(&c.handled)
+	return stepServed
+}
+
+// begin marks the start of a handler on the worker whose counters are c,
+// records the packet's queue wait (WithTimings), and returns the start's
+// time: nanoseconds from the pool's epoch with WithTimings or
+// WithStallReport, and 0 without, which costs no clock read.
+func (pl *Pool) begin(c *workerCounters, w *Worker) int64 {
+	var start int64
+	if pl.timed {
+		start = int64(time.Since(pl.epoch))
+		if c.t != nil && w.at[0] != 0 {
+			c.t.wait.record(start - (w.at[0] - 1)) // see queue.now
+		}
+	}
+	c.started.Store(start | 1) // never 0, which says no handler runs
+	return start
+}
+
+// end marks the end of the handler that begin marked.
+func (pl *Pool) end(c *workerCounters, start int64) {
+	c.started.Store(0)
+	if c.t != nil {
+		c.t.run.record(int64(time.Since(pl.epoch)) - start)
+	}
+}
+
+// errRetired ends the Get of a worker that retires.
+var errRetired = errors.New("iocp: worker retired")
+
+// get takes a worker's next packet; the port's Close ends the wait
+// (ErrClosed). While the pool has more than n workers, a worker that finds
+// nothing waits at most the idle timeout, and then retires (errRetired)
+// if the pool still has more than n. Only a wait of that kind makes a
+// context with a timer: a packet at hand costs nothing more.
+func (pl *Pool) get(w *Worker, m *member, buf []Packet) (int, error) {
+	for {
+		if pl.size.Load() <= int64(pl.n) {
+			return w.get(context.Background(), buf, true)
+		}
+		if n, err := w.get(context.Background(), buf, false); n > 0 || err != nil {
+			return n, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), pl.idle)
+		n, err := w.get(ctx, buf, true)
+		cancel()
+		if err != context.DeadlineExceeded {
+			return n, err
+		}
+		if pl.retire(m.i) {
+			return 0, errRetired
+		}
+	}
+}
+
+// grow starts one more worker if the pool may have one and none is
+// starting: the port calls it when packets wait with a slot free and no
+// worker to take it (Port.starve). One start at a time, each ending with
+// the new worker's first Get (arrived), bounds the workers started for
+// one such moment to those it needs: a worker that starts and finds the
+// port still starved starts the next.
+func (pl *Pool) grow() {
+	if pl.starting.Load() != 0 || pl.size.Load() >= int64(pl.max) {
+		return // the fast answer, without mu, on every starved Post
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.starting.Load() != 0 || pl.size.Load() >= int64(pl.max) || !pl.join() {
+		return
+	}
+	var i int
+	if k := len(pl.free); k > 0 {
+		i, pl.free = pl.free[k-1], pl.free[:k-1]
+	} else {
+		cs := *pl.counters.Load()
+		i = len(cs)
+		cs = append(cs[:i:i], pl.newCounters()) // a new array: Stats reads the old
+		pl.counters.Store(&cs)
+	}
+	pl.size.Add(1)
+	pl.starting.Add(1)
+	pl.grown.Add(1)
+	go pl.serve(i, true)
+}
+
+// join counts one more goroutine of the pool's, unless the last has
+// returned or the port has closed.
+func (pl *Pool) join() bool {
+	for {
+		n := pl.live.Load()
+		if n == 0 || pl.port.gate.Load()&closedBit != 0 {
+			return false
+		}
+		if pl.live.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// arrived ends a start: a new worker's first Get has returned. If the port
+// is still starved, it starts the next.
+func (pl *Pool) arrived() {
+	pl.starting.Add(-1)
+	p := pl.port
+	if p.starved(p.gate.Load()) && !p.queueEmpty() {
+		pl.grow()
+	}
+}
+
+// retire takes one worker off the pool, if it has more than n, and
+// reports whether it did. The worker's index goes to the next to start.
+func (pl *Pool) retire(i int) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.size.Load() <= int64(pl.n) {
+		return false
+	}
+	pl.size.Add(-1)
+	pl.retired.Add(1)
+	pl.free = append(pl.free, i)
 	return true
 }
 
@@ -357,8 +601,7 @@ func (pl *Pool) watch() {
 		case <-t.C:
 		}
 		now := int64(time.Since(pl.epoch))
-		for i := range pl.counters {
-			c := &pl.counters[i]
+		for i, c := range *pl.counters.Load() {
 			s := c.started.Load()
 			if s == 0 || time.Duration(now-s) <= pl.stallLimit || c.reported == s {
 				continue
@@ -399,11 +642,22 @@ func (pl *Pool) dispatch(ctx, tctx context.Context, pkt Packet) error {
 type workerCounters struct {
 	handled, panicked, failed atomic.Uint64
 	// started is when the handler running now started, in nanoseconds
-	// from Pool.epoch, with its low bit set; 0 when none runs. Kept only
-	// with WithStallReport.
+	// from Pool.epoch, with its low bit set, or 1 if the pool does not
+	// time handlers (see begin); 0 when none runs.
 	started  atomic.Int64
-	reported int64 // the started value last reported; the watcher's own
-	_        [cacheLine - 40]byte
+	reported int64    // the started value last reported; the watcher's own
+	t        *timings // WithTimings; read-only
+	_        [cacheLine - 48]byte
+}
+
+// newCounters returns a new worker's counters, with timings if the pool
+// keeps them.
+func (pl *Pool) newCounters() *workerCounters {
+	c := new(workerCounters)
+	if pl.timings {
+		c.t = new(timings)
+	}
+	return c
 }
 
 // add counts one on a counter that only the calling worker writes.
@@ -412,23 +666,40 @@ func (c *workerCounters) add(n *atomic.Uint64) { n.Store(n.Load() + 1) }
 // PoolStats is a snapshot of a pool's counters, summed over its workers
 // one after another; see Port.Stats for the port's.
 type PoolStats struct {
-	Workers  int    // the pool's workers
+	Workers  int    // the pool's workers now
+	Grown    uint64 // workers started beyond NewPool's n while all were blocked
+	Retired  uint64 // of those, the ones that retired, idle
 	Handled  uint64 // packets, completions and tasks handled, panics included
 	Panicked uint64 // of those, the handlers and tasks that panicked or called runtime.Goexit
 	Failed   uint64 // tasks of Go that returned an error
+	// InFlight counts the handlers, callbacks and tasks running now.
+	InFlight int
 	// Stalled counts the handlers running now for longer than the limit
 	// of WithStallReport; 0 without it.
 	Stalled int
+	// With WithTimings, QueueWait has how long packets waited, from the
+	// Post, PostBatch or completion that queued them to the Get of the
+	// worker that took them, and Handling how long their handlers ran.
+	// On a native port the kernel's queue keeps no time: QueueWait
+	// stays empty.
+	QueueWait, Handling Histogram
 }
 
 // Stats returns the pool's counters.
 func (pl *Pool) Stats() PoolStats {
-	s := PoolStats{Workers: pl.n}
+	s := PoolStats{Workers: pl.Workers(), Grown: pl.grown.Load(), Retired: pl.retired.Load()}
 	now := int64(time.Since(pl.epoch))
-	for i := range pl.counters {
-		c := &pl.counters[i]
-		if st := c.started.Load(); pl.onStall != nil && st != 0 && time.Duration(now-st) > pl.stallLimit {
+	for _, c := range *pl.counters.Load() {
+		st := c.started.Load()
+		if st != 0 {
+			s.InFlight++
+		}
+		if pl.onStall != nil && st != 0 && time.Duration(now-st) > pl.stallLimit {
 			s.Stalled++
+		}
+		if c.t != nil {
+			s.QueueWait.add(&c.t.wait)
+			s.Handling.add(&c.t.run)
 		}
 		s.Handled += c.handled.Load()
 		s.Panicked += c.panicked.Load()

@@ -26,15 +26,18 @@ import (
 // Blocking, so another worker runs meanwhile; the other pools cannot, and
 // hold their slot through the wait. Reported: tasks/s, and cpu-max, the
 // most tasks seen in their CPU part at once, which must not exceed C.
-// impl=pool has the default 2C workers, impl=pool8x 8C.
+// impl=pool is the default pool, which starts workers while all of its
+// are blocked; impl=pool16 has 16 workers, sized by hand, and
+// impl=fixed the default's 2C workers and no more (WithMaxWorkers).
 func BenchmarkPoolBlocking(b *testing.B) {
 	c := runtime.GOMAXPROCS(0)
 	for _, bc := range []struct {
 		name string
 		run  func(*testing.B, *blockingTask)
 	}{
-		{"pool", func(b *testing.B, t *blockingTask) { runPool(b, c, 2*c, t) }},
-		{"pool8x", func(b *testing.B, t *blockingTask) { runPool(b, c, 8*c, t) }},
+		{"pool", func(b *testing.B, t *blockingTask) { runPool(b, c, 0, t) }},
+		{"pool16", func(b *testing.B, t *blockingTask) { runPool(b, c, 16, t, WithMaxWorkers(16)) }},
+		{"fixed", func(b *testing.B, t *blockingTask) { runPool(b, c, 2*c, t, WithMaxWorkers(2*c)) }},
 		{"semaphore", func(b *testing.B, t *blockingTask) { runSemaphore(b, c, t) }},
 		{"chan", func(b *testing.B, t *blockingTask) { runChanPool(b, c, t) }},
 	} {
@@ -57,7 +60,7 @@ func BenchmarkPoolDispatch(b *testing.B) {
 	c := runtime.GOMAXPROCS(0)
 	b.Run("impl=pool", func(b *testing.B) {
 		b.ReportAllocs()
-		runPool(b, c, 2*c, &blockingTask{})
+		runPool(b, c, 0, &blockingTask{})
 	})
 	b.Run("impl=chan", func(b *testing.B) {
 		b.ReportAllocs()
@@ -92,53 +95,32 @@ func (t *blockingTask) cpu() {
 	t.inCPU.Add(-1)
 }
 
-// The producers of runPool and runChanPool share one flow control, the
-// window of bench_test.go, so that neither queue grows past the other's:
-// a credit comes back after every creditBlock tasks, whoever ran them.
-type tasks struct {
-	win      window
-	finished atomic.Int64
-	done     sync.WaitGroup
-}
-
-func newTasks(n int) *tasks {
-	ts := &tasks{win: newWindow()}
-	ts.done.Add(n)
-	return ts
-}
-
-func (ts *tasks) finish() {
-	if ts.finished.Add(1)%creditBlock == 0 {
-		ts.win <- struct{}{}
-	}
-	ts.done.Done()
-}
-
 // runPool runs b.N tasks on a Pool of n workers on a port of concurrency
-// c; the handler marks the wait.
-func runPool(b *testing.B, c, n int, t *blockingTask) {
+// c; the handler marks the wait. The producer posts them all as fast as it
+// can, as a program would: the port's queue has no bound.
+func runPool(b *testing.B, c, n int, t *blockingTask, opts ...PoolOption) {
 	p, err := NewPort(c)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ts := newTasks(b.N)
+	var done sync.WaitGroup
+	done.Add(b.N)
 	pl, err := p.NewPool(n, func(ctx context.Context, _ Packet) {
 		t.cpu()
 		if t.wait > 0 {
-			w := FromContext(ctx)
-			w.Block()
-			time.Sleep(t.wait)
-			w.Unblock()
+			Blocking(ctx, func() { time.Sleep(t.wait) })
 		}
-		ts.finish()
-	})
+		done.Done()
+	}, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer pl.Close()
 	b.ResetTimer()
-	ts.win.produce(b.N, func(int) { p.Post(Packet{}) })
-	ts.done.Wait()
+	for range b.N {
+		p.Post(Packet{})
+	}
+	done.Wait()
 	b.StopTimer()
 }
 
@@ -160,11 +142,12 @@ func runSemaphore(b *testing.B, c int, t *blockingTask) {
 	b.StopTimer()
 }
 
-// runChanPool runs b.N tasks on c goroutines fed by a buffered channel.
+// runChanPool runs b.N tasks on c goroutines fed by a buffered channel,
+// whose sends wait while it is full.
 func runChanPool(b *testing.B, c int, t *blockingTask) {
 	ch := make(chan struct{}, chanCap)
-	ts := newTasks(b.N)
-	var exited sync.WaitGroup
+	var done, exited sync.WaitGroup
+	done.Add(b.N)
 	for range c {
 		exited.Go(func() {
 			for range ch {
@@ -172,14 +155,16 @@ func runChanPool(b *testing.B, c int, t *blockingTask) {
 				if t.wait > 0 {
 					time.Sleep(t.wait)
 				}
-				ts.finish()
+				done.Done()
 			}
 		})
 	}
 	defer exited.Wait()
 	defer close(ch)
 	b.ResetTimer()
-	ts.win.produce(b.N, func(int) { ch <- struct{}{} })
-	ts.done.Wait()
+	for range b.N {
+		ch <- struct{}{}
+	}
+	done.Wait()
 	b.StopTimer()
 }

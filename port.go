@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrClosed is returned by every call on a closed port: Post, Port.Get,
@@ -189,6 +190,7 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 		p.name = "port-" + strconv.FormatUint(portSeq.Add(1), 10)
 	}
 	p.concurrency.Store(int64(concurrency))
+	p.q.epoch = time.Now()
 	if native == nil {
 		p.q.init(c.queueLimit)
 		p.q.gate = &p.gate
@@ -229,7 +231,13 @@ func (p *Port) post(pkt *Packet, refuse uint64) error {
 		return ErrClosed
 	}
 	if p.native != nil {
-		return p.native.post(pkt)
+		if err := p.native.post(pkt); err != nil {
+			return err
+		}
+		if p.starved(p.gate.Load()) {
+			p.starve()
+		}
+		return nil
 	}
 	// A waiter can run and nothing is queued ahead: hand the packet over
 	// without going through the ring.
@@ -251,6 +259,8 @@ func (p *Port) post(pkt *Packet, refuse uint64) error {
 	// counted there.
 	if g = p.gate.Load(); p.canRelease(g) {
 		p.release()
+	} else if p.starved(g) {
+		p.starve()
 	}
 	return nil
 }
@@ -343,10 +353,11 @@ func (p *Port) Close() error {
 	return nil
 }
 
-// take pops up to len(dst) packets for a worker and returns how many. A
+// take pops up to len(dst) packets for a worker and returns how many, and
+// the times the first len(at) of them were queued in at (queue.popAt). A
 // pop that frees room while a PostWait waits for it says so (postwait.go).
-func (p *Port) take(dst []Packet) int {
-	n := p.q.popN(dst)
+func (p *Port) take(dst []Packet, at []int64) int {
+	n := p.q.popAt(dst, at)
 	if n > 0 && p.posters.Load() != 0 {
 		p.noteRoom()
 	}

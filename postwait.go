@@ -117,8 +117,10 @@ func (p *Port) PostBatch(pkts []Packet) (n int, err error) {
 		}
 	}
 	// As in post: the load after the pushes.
-	if n > 0 && p.canRelease(p.gate.Load()) {
+	if g := p.gate.Load(); n > 0 && p.canRelease(g) {
 		p.release()
+	} else if n > 0 && p.starved(g) {
+		p.starve()
 	}
 	return n, err
 }

@@ -4,6 +4,7 @@ import (
 	"math/bits"
 	"runtime"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -70,7 +71,8 @@ const (
 type slot struct {
 	seq atomic.Uint64 // which index the slot is ready for; see the invariants
 	pkt Packet        // owned by whoever the seq hands it to
-	_   [64 - 8 - unsafe.Sizeof(Packet{})]byte
+	at  int64         // when pkt was pushed (queue.now); with pkt
+	_   [64 - 16 - unsafe.Sizeof(Packet{})]byte
 }
 
 // A segment is one ring of the queue. head and tail each sit on a cache
@@ -131,6 +133,20 @@ type queue struct {
 	// if one of the bits it was given is set, so that it does not push
 	// after the close that it waited through; read-only.
 	gate *atomic.Uint64
+	// stamping has every push record its time, for a pool's queue-wait
+	// histogram (WithTimings); set once. epoch is what the times count
+	// from; read-only.
+	stamping atomic.Bool
+	epoch    time.Time
+}
+
+// now returns the time a push records: with stamping, one more than the
+// nanoseconds from q.epoch, so that it is never 0; without, 0.
+func (q *queue) now() int64 {
+	if !q.stamping.Load() {
+		return 0
+	}
+	return int64(time.Since(q.epoch)) + 1
 }
 
 func (q *queue) init(limit int) { q.initSizes(limit, minSegment, maxSegment) }
@@ -163,9 +179,10 @@ func (q *queue) initSizes(limit, first, max int) {
 // set in q.gate, or when the queue refuses pushes (refuse); in each case
 // it has changed nothing.
 func (q *queue) push(pkt *Packet, refuse uint64) pushResult {
+	at := q.now()
 	for {
 		s := q.tail.Load()
-		switch r := s.push(pkt, q.limit); r {
+		switch r := s.push(pkt, at, q.limit); r {
 		case yielded:
 			if q.gate != nil && q.gate.Load()&refuse != 0 {
 				return aborted
@@ -186,6 +203,7 @@ func (q *queue) push(pkt *Packet, refuse uint64) pushResult {
 			// Place the packet in the new segment before linking it, so that
 			// the producer that links a segment cannot be overtaken on it.
 			n.at(0).pkt = *pkt
+			n.at(0).at = at
 			n.at(0).seq.Store(1)
 			n.tail.Store(1)
 			if s.next.CompareAndSwap(nil, n) {
@@ -209,8 +227,9 @@ func (q *queue) push(pkt *Packet, refuse uint64) pushResult {
 // packet push refuses, with that result; otherwise it returns pushed.
 func (q *queue) pushN(pkts []Packet, refuse uint64) (int, pushResult) {
 	n := 0
+	at := q.now()
 	for n < len(pkts) {
-		if k := q.tail.Load().pushRun(pkts[n:], q.limit); k > 0 {
+		if k := q.tail.Load().pushRun(pkts[n:], at, q.limit); k > 0 {
 			n += k
 			continue
 		}
@@ -232,7 +251,7 @@ const (
 	yielded              // yielded its P: look at the gate, then try again
 )
 
-func (s *segment) push(pkt *Packet, limit uint64) pushResult {
+func (s *segment) push(pkt *Packet, at int64, limit uint64) pushResult {
 	size := uint64(len(s.slots))
 	spins := 0
 	for {
@@ -256,7 +275,7 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 					return yielded
 				}
 			} else {
-				sl.pkt = *pkt
+				sl.pkt, sl.at = *pkt, at
 				// Publishes pkt: this store hands the slot to the consumer
 				// of index t, whose load of seq == t+1 synchronizes with it.
 				sl.seq.Store(t + 1)
@@ -286,7 +305,7 @@ func (s *segment) push(pkt *Packet, limit uint64) pushResult {
 // reached), which push then sorts out. A slot free for this lap stays
 // free until the tail passes it: only the producer that claims an index
 // writes its slot.
-func (s *segment) pushRun(pkts []Packet, limit uint64) int {
+func (s *segment) pushRun(pkts []Packet, at int64, limit uint64) int {
 	size := uint64(len(s.slots))
 	spins := 0
 	for {
@@ -319,7 +338,7 @@ func (s *segment) pushRun(pkts []Packet, limit uint64) int {
 		}
 		for j := range n {
 			sl := s.at(t + j)
-			sl.pkt = pkts[j]
+			sl.pkt, sl.at = pkts[j], at
 			// Publishes the packet, as in push.
 			sl.seq.Store(t + j + 1)
 		}
@@ -357,11 +376,15 @@ const (
 
 // popN removes up to len(dst) oldest packets into dst and returns how
 // many. It takes what is queued at the moment and never waits for more.
-func (q *queue) popN(dst []Packet) int {
+func (q *queue) popN(dst []Packet) int { return q.popAt(dst, nil) }
+
+// popAt is popN that also stores, for each of the first len(at) packets
+// it returns, the time it was pushed (queue.now) in at.
+func (q *queue) popAt(dst []Packet, at []int64) int {
 	n := 0
 	for n < len(dst) {
 		s := q.head.Load()
-		k, res := s.popN(dst[n:])
+		k, res := s.popN(dst[n:], at[min(n, len(at)):])
 		n += k
 		if res != drained {
 			if k == 0 {
@@ -383,7 +406,7 @@ func (q *queue) popN(dst []Packet) int {
 
 // popN claims up to len(dst) indexes of s with one CAS on head and copies
 // their packets to dst. It reports drained when s is sealed and exhausted.
-func (s *segment) popN(dst []Packet) (int, popResult) {
+func (s *segment) popN(dst []Packet, at []int64) (int, popResult) {
 	spins := 0
 	for {
 		h := s.head.Load()
@@ -416,6 +439,9 @@ func (s *segment) popN(dst []Packet) (int, popResult) {
 				awaitPublished(&sl.seq, idx+1)
 			}
 			dst[i] = sl.pkt
+			if i < len(at) {
+				at[i] = sl.at
+			}
 			sl.pkt = Packet{} // let the garbage collector have what it referred to
 		}
 		if n == 1 || !s.freeRange(h, h+n) {

@@ -82,6 +82,7 @@ func (p *Port) handOff(pkt *Packet, refuse uint64) (bool, error) {
 		}
 	}
 	p.top.handed[0] = *pkt
+	p.top.at[0] = p.q.now() // queued and taken at once
 	p.wakeTop()
 	return true, nil
 }
@@ -109,7 +110,7 @@ func (p *Port) releaseLocked() {
 		}
 		p.drainBump(g) // between the reservation and the pop: see drain.go
 		w := p.top
-		if p.take(w.handed[:]) == 0 {
+		if p.take(w.handed[:], w.at[:]) == 0 {
 			// A running worker took the packet first. Give back the slot
 			// and the waiter, then look at the queue again: a Post that
 			// pushed while the reservation stood may have seen no free slot

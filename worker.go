@@ -46,10 +46,14 @@ type Worker struct {
 	state atomic.Int32
 
 	// Waiter fields; see waiter.go.
-	up, down *Worker       // stack links; guarded by p.mu
-	handed   [1]Packet     // the packet a release hands over; written before result, read after it
-	result   atomic.Uint32 // resultNone, resultPacket or resultClosed
-	wake     chan struct{} // capacity 1: park here
+	up, down *Worker   // stack links; guarded by p.mu
+	handed   [1]Packet // the packet a release hands over; written before result, read after it
+	// at is when the first packet the last Get returned was queued
+	// (queue.now): 0 unless a pool measures queue waits (WithTimings).
+	// A release writes it with handed.
+	at     [1]int64
+	result atomic.Uint32 // resultNone, resultPacket or resultClosed
+	wake   chan struct{} // capacity 1: park here
 
 	nw *nativeWorker // a native port's worker (backend.go); nil on the pure-Go port
 }
@@ -145,7 +149,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	if w.state.Load() == stateRunning {
 		g := p.gate.Load()
 		if g&closedBit == 0 && running(g) <= p.Concurrency() {
-			if n := p.take(dst); n > 0 {
+			if n := p.take(dst, w.at[:]); n > 0 {
 				return n, nil
 			}
 		}
@@ -165,7 +169,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	}
 	if counted && running(g) <= p.Concurrency() || !counted && p.takeSlot() {
 		counted = true
-		if n := p.take(dst); n > 0 {
+		if n := p.take(dst, w.at[:]); n > 0 {
 			w.leave(true, true)
 			return n, nil
 		}
@@ -189,7 +193,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	}
 	dst[0] = w.handed[0]
 	w.handed[0] = Packet{}
-	n := 1 + p.take(dst[1:])
+	n := 1 + p.take(dst[1:], nil)
 	w.leave(true, true)
 	return n, nil
 }
