@@ -488,22 +488,29 @@ func (pl *Pool) end(c *workerCounters, start int64) {
 var errRetired = errors.New("iocp: worker retired")
 
 // get takes a worker's next packet; the port's Close ends the wait
-// (ErrClosed). While the pool has more than n workers, a worker that finds
-// nothing waits at most the idle timeout, and then retires (errRetired)
-// if the pool still has more than n. Only a wait of that kind makes a
-// context with a timer: a packet at hand costs nothing more.
+// (ErrClosed). While the pool has more than n workers, a worker that is
+// given no packet for the idle timeout retires (errRetired), if the pool
+// still has more than n by then. On the pure-Go port the wait's timer is
+// the worker's own, made once; on a native port the wait takes a context
+// with a deadline, which allocates, as its kernel wait with any context
+// that can end does.
 func (pl *Pool) get(w *Worker, m *member, buf []Packet) (int, error) {
 	for {
 		if pl.size.Load() <= int64(pl.n) {
 			return w.get(context.Background(), buf, true)
 		}
-		if n, err := w.get(context.Background(), buf, false); n > 0 || err != nil {
-			return n, err
+		var n int
+		var err error
+		if pl.port.native == nil {
+			w.idle = pl.idle
+			n, err = w.get(context.Background(), buf, true)
+			w.idle = 0
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), pl.idle)
+			n, err = w.get(ctx, buf, true)
+			cancel()
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), pl.idle)
-		n, err := w.get(ctx, buf, true)
-		cancel()
-		if err != context.DeadlineExceeded {
+		if err != errIdle && err != context.DeadlineExceeded {
 			return n, err
 		}
 		if pl.retire(m.i) {

@@ -2,7 +2,9 @@ package iocp
 
 import (
 	"context"
+	"errors"
 	"runtime"
+	"time"
 )
 
 // The LIFO waiter stack and the park/wake protocol.
@@ -212,6 +214,11 @@ func (w *Worker) wait(ctx context.Context, counted bool) error {
 		runtime.Gosched()
 	}
 	done := ctx.Done() // nil for a context that never ends: the case never fires
+	var expired <-chan time.Time
+	if w.idle > 0 {
+		expired = w.armIdle()
+		defer w.timer.Stop()
+	}
 	for {
 		select {
 		case <-w.wake:
@@ -219,21 +226,44 @@ func (w *Worker) wait(ctx context.Context, counted bool) error {
 				return w.outcome()
 			}
 		case <-done:
-			p.mu.Lock()
-			if w.result.Load() != resultNone {
-				// Released while ctx ended: the packet is this waiter's.
-				p.mu.Unlock()
-				return w.outcome()
-			}
-			p.unlink(w)
-			// S32: the worker returns counted as running, even past the
-			// concurrency value, as a thread whose wait timed out does.
-			// It did not free a slot, so no release is due.
-			p.gate.Add(waiterToRunning)
-			p.mu.Unlock()
-			return ctx.Err()
+			return w.leaveStack(ctx.Err())
+		case <-expired:
+			return w.leaveStack(errIdle)
 		}
 	}
+}
+
+// leaveStack ends a wait that ctx or the idle timer ended, with err,
+// unless a release came first: the packet is then the waiter's.
+func (w *Worker) leaveStack(err error) error {
+	p := w.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.result.Load() != resultNone {
+		return w.outcome()
+	}
+	p.unlink(w)
+	// S32: the worker returns counted as running, even past the
+	// concurrency value, as a thread whose wait timed out does. It did
+	// not free a slot, so no release is due.
+	p.gate.Add(waiterToRunning)
+	return err
+}
+
+// errIdle ends a wait that lasted w.idle: a pool's worker beyond its n
+// that may retire (Pool.get).
+var errIdle = errors.New("iocp: idle")
+
+// armIdle starts w's idle timer, made on first use and reused after: a
+// wait allocates nothing. It returns the timer's channel. Since Go 1.23
+// a timer's Reset leaves no stale value in it.
+func (w *Worker) armIdle() <-chan time.Time {
+	if w.timer == nil {
+		w.timer = time.NewTimer(w.idle)
+	} else {
+		w.timer.Reset(w.idle)
+	}
+	return w.timer.C
 }
 
 // dropWaiter wakes w with ErrClosed if it waits on the stack: Close of a

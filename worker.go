@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 // A Worker takes packets from its port: the counterpart of a thread that
@@ -54,6 +55,12 @@ type Worker struct {
 	at     [1]int64
 	result atomic.Uint32 // resultNone, resultPacket or resultClosed
 	wake   chan struct{} // capacity 1: park here
+
+	// idle, if positive, ends a wait on the pure-Go port after that long
+	// with errIdle, on timer, which the first such wait makes; a pool's
+	// workers beyond its n set it (Pool.get).
+	idle  time.Duration
+	timer *time.Timer
 
 	nw *nativeWorker // a native port's worker (backend.go); nil on the pure-Go port
 }
