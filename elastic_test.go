@@ -16,12 +16,12 @@ import (
 // Most tests run in a synctest bubble, where synctest.Wait returns once
 // every goroutine of the pool is parked: what has started by then is all
 // that will, and no assertion waits on the clock. A bubble cannot tell a
-// kernel wait from work, so those run on the pure-Go port (bubblePort);
+// kernel wait from work, so those run on the pure-Go port (pureGoPort);
 // OnEitherBackend runs on the native one too, on the real clock.
 
-// bubblePort returns a pure-Go port of concurrency 1 for a synctest
+// pureGoPort returns a pure-Go port of concurrency 1 for a synctest
 // bubble, whichever backend the tests run on.
-func bubblePort(t *testing.T) *Port {
+func pureGoPort(t *testing.T) *Port {
 	t.Helper()
 	p, err := NewPort(1)
 	require.NoError(t, err)
@@ -65,7 +65,7 @@ func TestPoolElastic(t *testing.T) {
 
 	t.Run("GrowsWhileAllBlocked", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			p := bubblePort(t)
+			p := pureGoPort(t)
 			release := make(chan struct{})
 			var inside, most, running atomic.Int32
 			pl := newPool(t, p, 1, blockers(release, &inside, &most, &running), WithMaxWorkers(4))
@@ -85,7 +85,7 @@ func TestPoolElastic(t *testing.T) {
 
 	t.Run("UpToTheMaximum", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			p := bubblePort(t)
+			p := pureGoPort(t)
 			release := make(chan struct{})
 			var inside, most, running atomic.Int32
 			pl := newPool(t, p, 1, blockers(release, &inside, &most, &running), WithMaxWorkers(3))
@@ -108,7 +108,7 @@ func TestPoolElastic(t *testing.T) {
 		// A handler that waits without Blocking holds its slot: the port
 		// is not starved, and no worker starts.
 		synctest.Test(t, func(t *testing.T) {
-			p := bubblePort(t)
+			p := pureGoPort(t)
 			release := make(chan struct{})
 			pl := newPool(t, p, 1, func(context.Context, Packet) { <-release }, WithMaxWorkers(4))
 			for range 3 {
@@ -125,7 +125,7 @@ func TestPoolElastic(t *testing.T) {
 
 	t.Run("FixedPool", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			p := bubblePort(t)
+			p := pureGoPort(t)
 			release := make(chan struct{})
 			var inside, most, running atomic.Int32
 			pl := newPool(t, p, 2, blockers(release, &inside, &most, &running), WithMaxWorkers(2))
@@ -142,7 +142,7 @@ func TestPoolElastic(t *testing.T) {
 
 	t.Run("RetiresIdleWorkers", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			p := bubblePort(t)
+			p := pureGoPort(t)
 			release := make(chan struct{})
 			var inside, most, running atomic.Int32
 			pl := newPool(t, p, 1, blockers(release, &inside, &most, &running),
@@ -174,7 +174,7 @@ func TestPoolElastic(t *testing.T) {
 		// Growing again after a retirement reuses the workers' indexes: the
 		// counters, and the "iocp.worker" labels, stay within the maximum.
 		synctest.Test(t, func(t *testing.T) {
-			p := bubblePort(t)
+			p := pureGoPort(t)
 			var inside, most, running atomic.Int32
 			var gate atomic.Pointer[chan struct{}]
 			pl := newPool(t, p, 1, func(ctx context.Context, pkt Packet) {
@@ -200,7 +200,7 @@ func TestPoolElastic(t *testing.T) {
 
 	t.Run("StopsWithThePool", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			p := bubblePort(t)
+			p := pureGoPort(t)
 			release := make(chan struct{})
 			var inside, most, running atomic.Int32
 			pl, err := p.NewPool(1, blockers(release, &inside, &most, &running), WithMaxWorkers(8))

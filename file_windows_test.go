@@ -153,7 +153,7 @@ func TestFile(t *testing.T) {
 	})
 
 	t.Run("BadInput", func(t *testing.T) {
-		pure := newPortPureGo(t)
+		pure := pureGoPort(t)
 		h := openOverlapped(t)
 		defer windows.CloseHandle(h) // not the port's: it was refused
 		_, err := pure.AssociateFile(h, 1)
@@ -185,13 +185,4 @@ func TestFile(t *testing.T) {
 		assert.ErrorIs(t, err, ErrClosed)
 		assert.ErrorIs(t, f.Read(&Overlapped{}, make([]byte, 1)), ErrClosed)
 	})
-}
-
-// newPortPureGo makes a pure-Go port whatever the -native flag says.
-func newPortPureGo(t *testing.T) *Port {
-	t.Helper()
-	p, err := NewPort(1)
-	require.NoError(t, err)
-	t.Cleanup(func() { p.Close() })
-	return p
 }

@@ -64,7 +64,7 @@ func TestPoolTimings(t *testing.T) {
 	// durations are exact: each packet waits in the queue while the one
 	// before it is handled, and each handler sleeps 10 ms.
 	synctest.Test(t, func(t *testing.T) {
-		p := bubblePort(t)
+		p := pureGoPort(t)
 		const n = 5
 		pl, err := p.NewPool(1, func(ctx context.Context, _ Packet) {
 			time.Sleep(10 * time.Millisecond) // not marked: no other worker starts
