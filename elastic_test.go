@@ -19,8 +19,8 @@ import (
 // kernel wait from work, so those run on the pure-Go port (pureGoPort);
 // OnEitherBackend runs on the native one too, on the real clock.
 
-// pureGoPort returns a pure-Go port of concurrency 1 for a synctest
-// bubble, whichever backend the tests run on.
+// pureGoPort returns a pure-Go port of concurrency 1 whichever backend the
+// tests run on: for a synctest bubble, or a test that compares the two.
 func pureGoPort(t *testing.T) *Port {
 	t.Helper()
 	p, err := NewPort(1)
