@@ -435,6 +435,28 @@ func ExampleWithStallReport() {
 	// Output: worker 0 stalled: true
 }
 
+// WithStallAsBlocked: a handler stuck without saying so loses its slot
+// once it runs past the limit, and the next packet runs meanwhile.
+func ExampleWithStallAsBlocked() {
+	port, _ := iocp.NewPort(1)
+	stuck, next := make(chan struct{}), make(chan struct{})
+	pool, _ := port.NewPool(1, func(ctx context.Context, pkt iocp.Packet) {
+		switch pkt.Key {
+		case "stuck":
+			<-stuck // a wait that is not marked with Blocking
+		case "next":
+			close(next)
+		}
+	}, iocp.WithStallReport(20*time.Millisecond, func(iocp.Stall) {}), iocp.WithStallAsBlocked())
+	port.Post(iocp.Packet{Key: "stuck"})
+	port.Post(iocp.Packet{Key: "next"})
+	<-next // runs once "stuck" has run 20 ms
+	fmt.Println("next ran; blocked:", port.Stats().Blocked)
+	close(stuck)
+	pool.Shutdown(context.Background())
+	// Output: next ran; blocked: 1
+}
+
 // WithTimings keeps two histograms: how long packets waited in the queue,
 // and how long their handlers ran.
 func ExampleWithTimings() {

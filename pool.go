@@ -80,6 +80,7 @@ type Pool struct {
 	// Stall reports (WithStallReport); read-only after NewPool.
 	stallLimit time.Duration
 	onStall    func(Stall)
+	stallBlock bool          // WithStallAsBlocked
 	epoch      time.Time     // what workerCounters.started counts from: the queue's epoch
 	timings    bool          // WithTimings; read-only after NewPool
 	timed      bool          // timings or a stall report: handlers' starts are timed
@@ -101,6 +102,7 @@ type poolConfig struct {
 	timings       bool
 	stallLimit    time.Duration
 	onStall       func(Stall)
+	stallBlock    bool
 	parent        context.Context
 	cancelOnError bool
 }
@@ -176,6 +178,26 @@ func WithStallReport(limit time.Duration, fn func(Stall)) PoolOption {
 			return fmt.Errorf("%w: WithStallReport with a nil fn", ErrInvalid)
 		}
 		c.stallLimit, c.onStall = limit, fn
+		return nil
+	}
+}
+
+// WithStallAsBlocked has the pool count a handler that runs past the
+// limit of WithStallReport as blocked, as if it had called Block: its
+// slot of the concurrency value goes to a waiting worker, or to one the
+// pool starts, so that handlers stuck on something the port cannot see
+// do not hold up the queue. When such a handler returns, its worker takes
+// a slot again as a new worker does, waiting if Concurrency workers run;
+// a Block in it marks it blocked as usual, and after its Unblock the
+// pool looks again. It needs WithStallReport, and a pure-Go port: a
+// native port's running threads are the kernel's to count.
+//
+// A handler that has just ended may be caught as it ends: it is then
+// counted as blocked for a moment, or its worker runs one more packet
+// beyond the concurrency value, as after an Unblock.
+func WithStallAsBlocked() PoolOption {
+	return func(c *poolConfig) error {
+		c.stallBlock = true
 		return nil
 	}
 }
@@ -283,6 +305,12 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	if c.idle == 0 {
 		c.idle = defaultIdleTimeout
 	}
+	switch {
+	case c.stallBlock && c.onStall == nil:
+		return nil, fmt.Errorf("%w: WithStallAsBlocked without WithStallReport", ErrInvalid)
+	case c.stallBlock && p.native != nil:
+		return nil, fmt.Errorf("%w: WithStallAsBlocked on a native port, whose running threads the kernel counts", ErrInvalid)
+	}
 	if refusing(p.gate.Load()) {
 		return nil, ErrClosed
 	}
@@ -295,7 +323,7 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	pl.counters.Store(&counters)
 	pl.size.Store(int64(n))
 	pl.starting.Store(int64(n))
-	pl.stallLimit, pl.onStall, pl.epoch = c.stallLimit, c.onStall, p.q.epoch
+	pl.stallLimit, pl.onStall, pl.stallBlock, pl.epoch = c.stallLimit, c.onStall, c.stallBlock, p.q.epoch
 	if c.timings {
 		p.q.stamping.Store(true) // pushes record their time from here on
 	}
@@ -380,6 +408,7 @@ func (pl *Pool) loop(ctx context.Context, m *member) {
 func (pl *Pool) work(ctx context.Context, m *member) bool {
 	w := pl.port.NewWorker()
 	defer w.Close()
+	m.c.w.Store(w) // for the watcher (WithStallAsBlocked)
 	ctx = NewContext(ctx, w)
 	tctx := ctx // the tasks' context, with the worker and the pool's labels
 	if pl.taskCancel != nil {
@@ -610,7 +639,17 @@ func (pl *Pool) watch() {
 		now := int64(time.Since(pl.epoch))
 		for i, c := range *pl.counters.Load() {
 			s := c.started.Load()
-			if s == 0 || time.Duration(now-s) <= pl.stallLimit || c.reported == s {
+			if s == 0 || time.Duration(now-s) <= pl.stallLimit {
+				continue
+			}
+			if pl.stallBlock {
+				// Each look, not once a packet: after a Block and its
+				// Unblock the handler is counted again, and stalls again.
+				if w := c.w.Load(); w != nil {
+					w.stall(func() bool { return c.started.Load() == s })
+				}
+			}
+			if c.reported == s {
 				continue
 			}
 			c.reported = s // once a packet
@@ -654,7 +693,10 @@ type workerCounters struct {
 	started  atomic.Int64
 	reported int64    // the started value last reported; the watcher's own
 	t        *timings // WithTimings; read-only
-	_        [cacheLine - 48]byte
+	// w is the worker that runs with these counters now, for the watcher
+	// to stall (WithStallAsBlocked); it changes when a worker is replaced.
+	w atomic.Pointer[Worker]
+	_ [cacheLine - 56]byte
 }
 
 // newCounters returns a new worker's counters, with timings if the pool

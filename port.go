@@ -27,7 +27,7 @@ var ErrQueueFull = errors.New("iocp: queue full")
 type Stats struct {
 	Concurrency int // the effective concurrency value
 	Running     int // workers counted as runnable; may exceed Concurrency for a while (S30)
-	Blocked     int // workers between Block and Unblock
+	Blocked     int // workers between Block and Unblock, and handlers a pool counts as blocked (WithStallAsBlocked)
 	Waiting     int // calls parked in Get or GetBatch
 	Queued      int // packets in the queue
 	// Idle counts the workers in Running whose last Get, TryGet or

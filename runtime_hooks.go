@@ -50,7 +50,7 @@ func Blocking(ctx context.Context, fn func()) {
 		fn()
 		return
 	}
-	if s := w.state.Load(); s != stateRunning && s != stateIdle {
+	if s := w.state.Load(); s != stateRunning && s != stateIdle && s != stateStalled {
 		fn()
 		return
 	}

@@ -77,6 +77,12 @@ const (
 	stateClosing        // inside Get, TryGet or GetBatch, and Close was called
 	stateBlocked        // between Block and Unblock
 	stateClosed
+	// stateStalled: running a handler that its pool counts as blocked,
+	// since it ran past the limit of WithStallAsBlocked (Worker.stall).
+	// Not counted in R, and counted in Stats.Blocked, as a blocked worker
+	// is. Its next Get takes a slot as a new worker does; Block moves it
+	// to stateBlocked.
+	stateStalled
 )
 
 // Get returns the oldest queued packet. If none is queued, or Concurrency
@@ -219,8 +225,15 @@ func (w *Worker) enter() int32 {
 			panic("iocp: Get on a blocked Worker; call Unblock first")
 		}
 		if w.state.CompareAndSwap(s, stateGetting) {
-			if s == stateIdle {
+			switch s {
+			case stateIdle:
 				w.p.idle.Add(-1)
+			case stateStalled:
+				// Out of Blocked, into no count until it takes a slot:
+				// with its handler done it can make no work, and a
+				// draining port may be waiting for this (see drain.go).
+				w.p.blocked.Add(-1)
+				w.p.drainStep(w.p.gate.Load())
 			}
 			return s
 		}
@@ -265,11 +278,14 @@ func (w *Worker) leave(counted, got bool) error {
 func (w *Worker) Block() {
 	for {
 		s := w.state.Load()
-		if s != stateRunning && s != stateIdle {
+		if s != stateRunning && s != stateIdle && s != stateStalled {
 			panic("iocp: Block on a Worker that is not running (" + stateName(s) + ")")
 		}
 		if !w.state.CompareAndSwap(s, stateBlocked) {
-			continue // Close, from another goroutine
+			continue // Close, from another goroutine, or its pool's stall
+		}
+		if s == stateStalled {
+			return // counted as blocked already, and its slot freed
 		}
 		if s == stateIdle {
 			w.p.idle.Add(-1)
@@ -298,6 +314,31 @@ func (w *Worker) Unblock() {
 	// the worker in neither count (see Port.Shutdown).
 	w.p.gate.Add(oneRunning)
 	w.p.blocked.Add(-1)
+}
+
+// stall counts w, which runs a handler, as blocked, as if it had called
+// Block (WithStallAsBlocked): its slot is freed, which may release a
+// waiter or start a worker. It is called by the pool's watcher, from its
+// own goroutine, and does nothing unless w is running and still runs the
+// handler that the watcher judged: handling reports whether it does, and
+// is asked after the state moved, so that a handler that ended just
+// before is seen. If it ended, w is moved back and nothing else changes;
+// if its goroutine saw stateStalled first (a Get, a Block or a Close),
+// it acted on it, and the slot is freed here as for any stall.
+func (w *Worker) stall(handling func() bool) bool {
+	p := w.p
+	p.blocked.Add(1) // before the CAS, so that Blocked never goes below 0
+	if !w.state.CompareAndSwap(stateRunning, stateStalled) {
+		p.blocked.Add(-1)
+		return false
+	}
+	if !handling() && w.state.CompareAndSwap(stateStalled, stateRunning) {
+		p.blocked.Add(-1)
+		return false
+	}
+	p.drainBump(p.gate.Load()) // between the two steps, as in Block
+	p.freeSlot()
+	return true
 }
 
 // Close ends the worker, as a thread's exit does: a running worker's slot
@@ -342,7 +383,7 @@ func (w *Worker) Close() error {
 			p.freeSlot()
 		case stateRunning:
 			p.freeSlot()
-		case stateBlocked:
+		case stateBlocked, stateStalled:
 			p.blocked.Add(-1)
 			p.drainStep(p.gate.Load())
 		}
@@ -354,7 +395,7 @@ func stateName(s int32) string {
 	switch s {
 	case stateNew:
 		return "never ran"
-	case stateRunning, stateIdle:
+	case stateRunning, stateIdle, stateStalled:
 		return "running"
 	case stateGetting, stateClosing:
 		return "in Get"
