@@ -522,17 +522,20 @@ func BenchmarkPingPong2(b *testing.B) {
 func BenchmarkBatchLive(b *testing.B) {
 	const batch = 64
 	consume := func(b *testing.B, p *Port) {
+		defer reportWakeups(b, p)()
 		w := p.NewWorker()
 		defer w.Close()
 		dst := make([]Packet, batch)
 		ctx := context.Background()
-		for left := b.N; left > 0; {
+		calls := 0
+		for left := b.N; left > 0; calls++ {
 			n, err := w.GetBatch(ctx, dst[:min(batch, left)])
 			if err != nil {
 				b.Fatal(err)
 			}
 			left -= n
 		}
+		b.ReportMetric(float64(b.N)/float64(calls), "packets/batch")
 	}
 	b.Run("impl=port", func(b *testing.B) {
 		b.ReportAllocs()
