@@ -101,7 +101,12 @@ func (p *Port) release() {
 func (p *Port) releaseLocked() {
 	for {
 		g := p.gate.Load()
-		if !p.canRelease(g) {
+		if !p.canRelease(g) || p.q.empty() {
+			// An empty queue needs no reservation. A push this look
+			// misses is ordered after it, and so after the change to the
+			// gate that made g (a waiter added, a slot freed): the Post's
+			// load of the gate, which follows its push, sees that change
+			// and releases under mu (see limiter.go).
 			return
 		}
 		// Reserve the slot and the top waiter before taking a packet: a
@@ -218,6 +223,14 @@ func (w *Worker) wait(ctx context.Context, counted bool) error {
 	if w.idle > 0 {
 		expired = w.armIdle()
 		defer w.timer.Stop()
+	}
+	if done == nil && expired == nil { // a plain receive parks for less than a select
+		for {
+			<-w.wake
+			if w.result.Load() != resultNone {
+				return w.outcome()
+			}
+		}
 	}
 	for {
 		select {

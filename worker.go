@@ -159,12 +159,14 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	// the slot up leaves R >= C, and it must wait. A Close that comes
 	// meanwhile finds the worker running, and frees its slot after the
 	// packet was taken with it: nothing is counted twice.
+	looked := false // the fast path found the queue empty: wait looks again
 	if w.state.Load() == stateRunning {
 		g := p.gate.Load()
 		if g&closedBit == 0 && running(g) <= p.Concurrency() {
 			if n := p.take(dst, w.at[:]); n > 0 {
 				return n, nil
 			}
+			looked = true
 		}
 	}
 	prev := w.enter()
@@ -180,7 +182,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 		w.leave(false, false)
 		return 0, ErrClosed
 	}
-	if counted && running(g) <= p.Concurrency() || !counted && p.takeSlot() {
+	if counted && running(g) <= p.Concurrency() && !looked || !counted && p.takeSlot() {
 		counted = true
 		if n := p.take(dst, w.at[:]); n > 0 {
 			w.leave(true, true)
