@@ -646,7 +646,7 @@ func (pl *Pool) watch() {
 				// Each look, not once a packet: after a Block and its
 				// Unblock the handler is counted again, and stalls again.
 				if w := c.w.Load(); w != nil {
-					w.stall(func() bool { return c.started.Load() == s })
+					w.stall(&c.started, s)
 				}
 			}
 			if c.reported == s {

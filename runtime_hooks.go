@@ -50,7 +50,7 @@ func Blocking(ctx context.Context, fn func()) {
 		fn()
 		return
 	}
-	if s := w.state.Load(); s != stateRunning && s != stateIdle && s != stateStalled {
+	if !blockable(w.state.Load()) {
 		fn()
 		return
 	}

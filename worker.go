@@ -280,7 +280,7 @@ func (w *Worker) leave(counted, got bool) error {
 func (w *Worker) Block() {
 	for {
 		s := w.state.Load()
-		if s != stateRunning && s != stateIdle && s != stateStalled {
+		if !blockable(s) {
 			panic("iocp: Block on a Worker that is not running (" + stateName(s) + ")")
 		}
 		if !w.state.CompareAndSwap(s, stateBlocked) {
@@ -322,25 +322,25 @@ func (w *Worker) Unblock() {
 // Block (WithStallAsBlocked): its slot is freed, which may release a
 // waiter or start a worker. It is called by the pool's watcher, from its
 // own goroutine, and does nothing unless w is running and still runs the
-// handler that the watcher judged: handling reports whether it does, and
-// is asked after the state moved, so that a handler that ended just
-// before is seen. If it ended, w is moved back and nothing else changes;
-// if its goroutine saw stateStalled first (a Get, a Block or a Close),
-// it acted on it, and the slot is freed here as for any stall.
-func (w *Worker) stall(handling func() bool) bool {
+// handler that the watcher judged, the one whose start it read as s from
+// started. started is read again after the state moved, so that a
+// handler that ended just before is seen: w is then moved back and
+// nothing else changes, unless its goroutine saw stateStalled first (a
+// Get, a Block or a Close) and acted on it, in which case the slot is
+// freed here as for any stall.
+func (w *Worker) stall(started *atomic.Int64, s int64) {
 	p := w.p
 	p.blocked.Add(1) // before the CAS, so that Blocked never goes below 0
 	if !w.state.CompareAndSwap(stateRunning, stateStalled) {
 		p.blocked.Add(-1)
-		return false
+		return
 	}
-	if !handling() && w.state.CompareAndSwap(stateStalled, stateRunning) {
+	if started.Load() != s && w.state.CompareAndSwap(stateStalled, stateRunning) {
 		p.blocked.Add(-1)
-		return false
+		return
 	}
 	p.drainBump(p.gate.Load()) // between the two steps, as in Block
 	p.freeSlot()
-	return true
 }
 
 // Close ends the worker, as a thread's exit does: a running worker's slot
@@ -391,6 +391,12 @@ func (w *Worker) Close() error {
 		}
 		return nil
 	}
+}
+
+// blockable reports whether a worker in state s may Block: it runs, as
+// far as its goroutine knows (a stalled worker's handler runs on).
+func blockable(s int32) bool {
+	return s == stateRunning || s == stateIdle || s == stateStalled
 }
 
 func stateName(s int32) string {
