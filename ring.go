@@ -58,7 +58,7 @@ import (
 
 const (
 	minSegment = 256     // slots in a port's first segment
-	maxSegment = 1 << 16 // slots in the largest segment (about 3.5 MiB)
+	maxSegment = 1 << 16 // slots in the largest segment (4 MiB: a slot is 64 bytes)
 
 	sealed = 1 << 63 // tail bit: the segment takes no more packets
 
@@ -69,9 +69,14 @@ const (
 )
 
 type slot struct {
-	seq atomic.Uint64 // which index the slot is ready for; see the invariants
-	pkt Packet        // owned by whoever the seq hands it to
-	at  int64         // when pkt was pushed (queue.now); with pkt
+	// lap is the slot's sequence number (see the invariants) less the
+	// index's place in the ring, i&mask, which is the same for every index
+	// the slot serves: for index i the sequence number is lap + i&mask
+	// (seq and setSeq). A zeroed slot is then free for its lap-0 index, and
+	// a new segment needs no pass over its slots before it is used.
+	lap atomic.Uint64
+	pkt Packet // owned by whoever the seq hands it to
+	at  int64  // when pkt was pushed (queue.now); with pkt
 	_   [64 - 16 - unsafe.Sizeof(Packet{})]byte
 }
 
@@ -105,14 +110,20 @@ func (s *segment) at(i uint64) *slot {
 	return &s.slots[(i&(1<<s.spread-1))<<s.shift|i>>s.spread]
 }
 
+// seq returns the sequence number of sl, the slot of index i (or of any
+// index a whole number of laps from i).
+func (s *segment) seq(sl *slot, i uint64) uint64 { return sl.lap.Load() + i&s.mask }
+
+// setSeq stores v as the sequence number of sl, the slot of index i.
+func (s *segment) setSeq(sl *slot, i, v uint64) { sl.lap.Store(v - i&s.mask) }
+
+// newSegment returns an empty segment of size slots. Its zeroed slots are
+// each free for their lap-0 index (see slot.lap).
 func newSegment(size int) *segment {
 	s := &segment{mask: uint64(size - 1), slots: make([]slot, size)}
 	log := uint(bits.TrailingZeros(uint(size)))
 	s.spread = min(3, log)
 	s.shift = log - s.spread
-	for i := range size {
-		s.at(uint64(i)).seq.Store(uint64(i))
-	}
 	return s
 }
 
@@ -204,7 +215,7 @@ func (q *queue) push(pkt *Packet, refuse uint64) pushResult {
 			// the producer that links a segment cannot be overtaken on it.
 			n.at(0).pkt = *pkt
 			n.at(0).at = at
-			n.at(0).seq.Store(1)
+			n.setSeq(n.at(0), 0, 1)
 			n.tail.Store(1)
 			if s.next.CompareAndSwap(nil, n) {
 				// Linking n is this Post's linearization point, and the
@@ -260,7 +271,7 @@ func (s *segment) push(pkt *Packet, at int64, limit uint64) pushResult {
 			return sealedSeg
 		}
 		sl := s.at(t)
-		seq := sl.seq.Load()
+		seq := s.seq(sl, t)
 		// Free for index t: its consumer freed it (seq == t), or a batch
 		// consumer did, with the watermark. Loading freed after seeing the
 		// lap-old seq synchronizes with that consumer's CAS, which came
@@ -278,7 +289,7 @@ func (s *segment) push(pkt *Packet, at int64, limit uint64) pushResult {
 				sl.pkt, sl.at = *pkt, at
 				// Publishes pkt: this store hands the slot to the consumer
 				// of index t, whose load of seq == t+1 synchronizes with it.
-				sl.seq.Store(t + 1)
+				s.setSeq(sl, t, t+1)
 				return pushed
 			}
 		case seq < t: // the slot still holds index t-size
@@ -321,7 +332,7 @@ func (s *segment) pushRun(pkts []Packet, at int64, limit uint64) int {
 		n := uint64(0)
 		for ; n < k; n++ {
 			i := t + n
-			seq := s.at(i).seq.Load()
+			seq := s.seq(s.at(i), i)
 			if seq != i && !(seq == i-size+1 && i-size < freed) {
 				break
 			}
@@ -340,7 +351,7 @@ func (s *segment) pushRun(pkts []Packet, at int64, limit uint64) int {
 			sl := s.at(t + j)
 			sl.pkt, sl.at = pkts[j], at
 			// Publishes the packet, as in push.
-			sl.seq.Store(t + j + 1)
+			s.setSeq(sl, t+j, t+j+1)
 		}
 		return int(n)
 	}
@@ -414,7 +425,7 @@ func (s *segment) popN(dst []Packet, at []int64) (int, popResult) {
 		// packet is there without a look at tail, which producers keep
 		// writing.
 		n := uint64(1)
-		if len(dst) > 1 || s.at(h).seq.Load() != h+1 {
+		if len(dst) > 1 || s.seq(s.at(h), h) != h+1 {
 			t := s.tail.Load()
 			// h was loaded first and head <= tail always, so h <= t here.
 			if h == t&^sealed {
@@ -435,8 +446,8 @@ func (s *segment) popN(dst []Packet, at []int64) (int, popResult) {
 		for i := range dst[:n] {
 			idx := h + uint64(i)
 			sl := s.at(idx)
-			if sl.seq.Load() != idx+1 {
-				awaitPublished(&sl.seq, idx+1)
+			if s.seq(sl, idx) != idx+1 {
+				awaitPublished(&sl.lap, idx+1-idx&s.mask)
 			}
 			dst[i] = sl.pkt
 			if i < len(at) {
@@ -448,7 +459,7 @@ func (s *segment) popN(dst []Packet, at []int64) (int, popResult) {
 			for idx := h; idx < h+n; idx++ {
 				// Frees the slot for the producer of idx+size; the copy
 				// above happens before that producer's write.
-				s.at(idx).seq.Store(idx + size)
+				s.setSeq(s.at(idx), idx, idx+size)
 			}
 		}
 		return int(n), popped
@@ -467,7 +478,7 @@ func (s *segment) freeRange(h, e uint64) bool {
 	size := uint64(len(s.slots))
 	f := s.freed.Load()
 	g := f
-	for g < h && s.at(g).seq.Load() == g+size {
+	for g < h && s.seq(s.at(g), g) == g+size {
 		g++
 	}
 	if g < h {
@@ -479,12 +490,12 @@ func (s *segment) freeRange(h, e uint64) bool {
 	return s.freed.CompareAndSwap(f, e)
 }
 
-// awaitPublished waits until *seq == want: the producer that claimed the
-// slot has published its packet. That producer is between two adjacent
-// statements of segment.push, so the wait is short unless it was
-// preempted; then yielding lets it run.
-func awaitPublished(seq *atomic.Uint64, want uint64) {
-	for i := 0; seq.Load() != want; i++ {
+// awaitPublished waits until *lap == want, a slot's lap word that says the
+// producer that claimed the slot has published its packet. That producer
+// is between two adjacent statements of segment.push, so the wait is short
+// unless it was preempted; then yielding lets it run.
+func awaitPublished(lap *atomic.Uint64, want uint64) {
+	for i := 0; lap.Load() != want; i++ {
 		if i >= 16 {
 			runtime.Gosched()
 		}
