@@ -41,7 +41,8 @@ import (
 //   - head <= tail (without the sealed bit): consumers claim only indexes that
 //     producers have claimed.
 //   - tail - head <= size.
-//   - For the slot of index i (s.at(i)): seq == i means the slot is free
+//   - For the slot of index i (s.at(i)), whose sequence number seq is
+//     stored less i&mask (slot.lap): seq == i means the slot is free
 //     for the producer of i; seq == i+1 means the packet of index i is
 //     published and belongs to the consumer of i. Once that consumer has
 //     copied it out, it frees the slot for the producer of i+size in one
