@@ -447,8 +447,8 @@ func (s *segment) popN(dst []Packet, at []int64) (int, popResult) {
 		for i := range dst[:n] {
 			idx := h + uint64(i)
 			sl := s.at(idx)
-			if s.seq(sl, idx) != idx+1 {
-				awaitPublished(&sl.lap, idx+1-idx&s.mask)
+			if s.seq(sl, idx) != idx+1 { // checked here: awaitPublished is not inlined
+				s.awaitPublished(sl, idx)
 			}
 			dst[i] = sl.pkt
 			if i < len(at) {
@@ -491,13 +491,13 @@ func (s *segment) freeRange(h, e uint64) bool {
 	return s.freed.CompareAndSwap(f, e)
 }
 
-// awaitPublished waits until *lap == want, a slot's lap word that says the
-// producer that claimed the slot has published its packet. That producer
-// is between two adjacent statements of segment.push, so the wait is short
-// unless it was preempted; then yielding lets it run.
-func awaitPublished(lap *atomic.Uint64, want uint64) {
-	for i := 0; lap.Load() != want; i++ {
-		if i >= 16 {
+// awaitPublished waits until sl, the slot of index i, is published: the
+// producer that claimed it has stored its packet. That producer is between
+// two adjacent statements of segment.push, so the wait is short unless it
+// was preempted; then yielding lets it run.
+func (s *segment) awaitPublished(sl *slot, i uint64) {
+	for n := 0; s.seq(sl, i) != i+1; n++ {
+		if n >= 16 {
 			runtime.Gosched()
 		}
 	}
