@@ -80,7 +80,7 @@ func (p *Port) queueLen() int {
 	if p.native != nil {
 		return p.native.len()
 	}
-	return p.q.len()
+	return p.q.Len()
 }
 
 // queueEmpty reports whether no packet is queued.
@@ -88,7 +88,7 @@ func (p *Port) queueEmpty() bool {
 	if p.native != nil {
 		return p.native.len() == 0
 	}
-	return p.q.empty()
+	return p.q.Empty()
 }
 
 // nativeWorker is a native port's worker: the OS thread it runs on, from

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/iocp-go/iocp/internal/ring"
 )
 
 // closeRace posts from several goroutines to workers until stop closes
@@ -99,7 +101,7 @@ func TestShutdownThenLatePush(t *testing.T) {
 	p := newPort(t, 1)
 	require.NoError(t, p.Shutdown(context.Background()))
 	// What the preempted Post does next: its push.
-	assert.Equal(t, aborted, p.q.push(&Packet{Key: "late"}, refusePost))
+	assert.Equal(t, ring.Refused, p.push(&Packet{Key: "late"}, refusePost))
 	assert.Zero(t, p.Stats().Queued)
 }
 

@@ -187,5 +187,5 @@ func (p *Port) sealPosts() {
 		p.native.seal()
 		return
 	}
-	p.q.refuse()
+	p.q.Refuse()
 }

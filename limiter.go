@@ -7,7 +7,7 @@ package iocp
 // live together in one word, the gate, so that a worker that gives up its
 // slot and becomes a waiter does both in one atomic step, and so that Post
 // reads both with one load. The queue is the third fact; it has its own
-// words (ring.go), and the argument against a lost wakeup is the classic
+// words (internal/ring), and the argument against a lost wakeup is the classic
 // one for two flags (Dekker's): every path that adds a packet, frees a slot
 // or adds a waiter first makes its change and then reads the other two
 // facts. sync/atomic operations are sequentially consistent
@@ -110,7 +110,7 @@ func (p *Port) freeSlot() {
 	p.drainStep(g)
 	switch {
 	case p.native == nil && p.canRelease(g):
-		if !p.q.empty() {
+		if !p.q.Empty() {
 			p.release()
 		}
 	case p.starved(g) && !p.queueEmpty():

@@ -323,9 +323,9 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	pl.counters.Store(&counters)
 	pl.size.Store(int64(n))
 	pl.starting.Store(int64(n))
-	pl.stallLimit, pl.onStall, pl.stallBlock, pl.epoch = c.stallLimit, c.onStall, c.stallBlock, p.q.epoch
+	pl.stallLimit, pl.onStall, pl.stallBlock, pl.epoch = c.stallLimit, c.onStall, c.stallBlock, p.epoch
 	if c.timings {
-		p.q.stamping.Store(true) // pushes record their time from here on
+		p.stamping.Store(true) // pushes record their time from here on
 	}
 	pl.ctx, pl.cancel = context.WithCancel(c.parent)
 	pl.taskCtx = pl.ctx

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"github.com/iocp-go/iocp/internal/ring"
 )
 
 // ErrClosed is returned by every call on a closed port: Post, Port.Get,
@@ -56,7 +59,8 @@ type config struct {
 }
 
 // maxQueueLimit bounds WithQueueLimit: a bounded queue is allocated whole
-// when the port is made, with two to four 64-byte slots a packet (ring.go).
+// when the port is made, with two to four 64-byte slots a packet
+// (internal/ring).
 const maxQueueLimit = 1 << 24
 
 // WithQueueLimit bounds the port's queue to n packets, 1 <= n <= 1<<24;
@@ -98,7 +102,12 @@ type Port struct {
 	gate atomic.Uint64
 	_    [cacheLine - 8]byte
 
-	q queue // lock-free; see ring.go
+	q ring.Queue[Packet] // lock-free; see internal/ring
+	// stamping has every push record its time, for a pool's queue-wait
+	// histogram (WithTimings); set once. epoch is what the times count
+	// from; read-only.
+	stamping atomic.Bool
+	epoch    time.Time
 
 	// concurrency is the concurrency value C. It is fixed after NewPort
 	// unless the port follows GOMAXPROCS, whose goroutine stores it (see
@@ -143,6 +152,17 @@ type Port struct {
 	done     chan struct{}        // closed by Close
 	oneShots sync.Pool            // *Worker for Port.Get
 }
+
+// cacheLine is the size that keeps two hot words from sharing a line.
+// 128 covers the adjacent-line prefetch of x86 and the 128-byte lines of
+// some arm64 parts.
+const cacheLine = 128
+
+// A Packet is at most 48 bytes, which makes the ring's slot (a sequence
+// word, the packet and its tag) one 64-byte line on 64-bit platforms: see
+// slot in internal/ring, which cannot pad a slot for a type parameter.
+// This fails to compile if a field makes a Packet larger.
+var _ [48 - unsafe.Sizeof(Packet{})]byte
 
 // NewPort makes a port whose concurrency value is concurrency, or
 // runtime.GOMAXPROCS(0) if concurrency is 0. The value is fixed for the
@@ -190,10 +210,9 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 		p.name = "port-" + strconv.FormatUint(portSeq.Add(1), 10)
 	}
 	p.concurrency.Store(int64(concurrency))
-	p.q.epoch = time.Now()
+	p.epoch = time.Now()
 	if native == nil {
-		p.q.init(c.queueLimit)
-		p.q.gate = &p.gate
+		p.q.Init(c.queueLimit)
 	}
 	p.oneShots.New = func() any { return p.NewWorker() }
 	if c.follow {
@@ -246,11 +265,11 @@ func (p *Port) post(pkt *Packet, refuse uint64) error {
 			return err
 		}
 	}
-	switch p.q.push(pkt, refuse) {
-	case full:
+	switch p.push(pkt, refuse) {
+	case ring.Full:
 		return ErrQueueFull // the sentinel itself: a retry loop allocates nothing
-	case aborted:
-		return ErrClosed // it yielded, and Close or Shutdown began meanwhile
+	case ring.Refused:
+		return ErrClosed // sealPosts has run, or it yielded and Close or Shutdown began meanwhile
 	}
 	// This load must come after the push: a waiter that registered before
 	// it is seen here, one that registers after it sees the packet (see
@@ -263,6 +282,49 @@ func (p *Port) post(pkt *Packet, refuse uint64) error {
 		p.starve()
 	}
 	return nil
+}
+
+// push appends *pkt to the queue with the time it records (now) as its
+// tag. A push that has had to yield its P (ring.Yielded) looks at the gate
+// before trying again and gives up, with ring.Refused, if one of the
+// refuse bits is set, so that it does not push after the close that it
+// waited through.
+func (p *Port) push(pkt *Packet, refuse uint64) ring.Result {
+	at := p.now()
+	for {
+		if r := p.q.Push(pkt, at); r != ring.Yielded {
+			return r
+		}
+		if p.gate.Load()&refuse != 0 {
+			return ring.Refused
+		}
+	}
+}
+
+// pushN is push for the packets of pkts, in order (ring.Queue.PushN): it
+// returns how many it pushed, and the result of the first it did not.
+func (p *Port) pushN(pkts []Packet, refuse uint64) (int, ring.Result) {
+	n := 0
+	at := p.now()
+	for {
+		k, r := p.q.PushN(pkts[n:], at)
+		n += k
+		if r != ring.Yielded {
+			return n, r
+		}
+		if p.gate.Load()&refuse != 0 {
+			return n, ring.Refused
+		}
+	}
+}
+
+// now returns the time a push records: with stamping, one more than the
+// nanoseconds from p.epoch, so that it is never 0; without, 0.
+func (p *Port) now() int64 {
+	if !p.stamping.Load() {
+		return 0
+	}
+	return int64(time.Since(p.epoch)) + 1
 }
 
 // Get takes one packet as a worker that exists for this call only: it
@@ -354,10 +416,11 @@ func (p *Port) Close() error {
 }
 
 // take pops up to len(dst) packets for a worker and returns how many, and
-// the times the first len(at) of them were queued in at (queue.popAt). A
-// pop that frees room while a PostWait waits for it says so (postwait.go).
+// the times the first len(at) of them were queued in at (their tags: see
+// push). A pop that frees room while a PostWait waits for it says so
+// (postwait.go).
 func (p *Port) take(dst []Packet, at []int64) int {
-	n := p.q.popAt(dst, at)
+	n := p.q.PopTags(dst, at)
 	if n > 0 && p.posters.Load() != 0 {
 		p.noteRoom()
 	}
@@ -368,7 +431,7 @@ func (p *Port) take(dst []Packet, at []int64) int {
 func (p *Port) discardQueued() {
 	var buf [64]Packet
 	for {
-		n := p.q.popN(buf[:])
+		n := p.q.PopN(buf[:])
 		if n == 0 {
 			return
 		}

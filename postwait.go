@@ -16,6 +16,8 @@ package iocp
 import (
 	"context"
 	"runtime"
+
+	"github.com/iocp-go/iocp/internal/ring"
 )
 
 // PostWait is Post that waits for room: on a port made with
@@ -104,12 +106,12 @@ func (p *Port) PostBatch(pkts []Packet) (n int, err error) {
 		if refusing(p.gate.Load()) {
 			return n, ErrClosed
 		}
-		k, res := p.q.pushN(pkts[n:], refusePost)
+		k, res := p.pushN(pkts[n:], refusePost)
 		n += k
 		switch res {
-		case full:
+		case ring.Full:
 			err = ErrQueueFull
-		case aborted:
+		case ring.Refused:
 			err = ErrClosed
 		}
 		if err != nil {

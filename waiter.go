@@ -76,7 +76,7 @@ func (p *Port) handOff(pkt *Packet, refuse uint64) (bool, error) {
 		if g&refuse != 0 {
 			return false, ErrClosed
 		}
-		if !p.canRelease(g) || !p.q.empty() {
+		if !p.canRelease(g) || !p.q.Empty() {
 			return false, nil
 		}
 		if p.gate.CompareAndSwap(g, g+waiterToRunning) {
@@ -84,7 +84,7 @@ func (p *Port) handOff(pkt *Packet, refuse uint64) (bool, error) {
 		}
 	}
 	p.top.handed[0] = *pkt
-	p.top.at[0] = p.q.now() // queued and taken at once
+	p.top.at[0] = p.now() // queued and taken at once
 	p.wakeTop()
 	return true, nil
 }
@@ -101,7 +101,7 @@ func (p *Port) release() {
 func (p *Port) releaseLocked() {
 	for {
 		g := p.gate.Load()
-		if !p.canRelease(g) || p.q.empty() {
+		if !p.canRelease(g) || p.q.Empty() {
 			// An empty queue needs no reservation. A push this look
 			// misses is ordered after it, and so after the change to the
 			// gate that made g (a waiter added, a slot freed): the Post's
@@ -123,7 +123,7 @@ func (p *Port) releaseLocked() {
 			// pushed while the reservation stood may have seen no free slot
 			// and left the release to us.
 			p.drainStep(p.gate.Add(runningToWaiter))
-			if p.q.empty() {
+			if p.q.Empty() {
 				return
 			}
 			continue

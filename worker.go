@@ -50,7 +50,7 @@ type Worker struct {
 	up, down *Worker   // stack links; guarded by p.mu
 	handed   [1]Packet // the packet a release hands over; written before result, read after it
 	// at is when the first packet the last Get returned was queued
-	// (queue.now): 0 unless a pool measures queue waits (WithTimings).
+	// (Port.now): 0 unless a pool measures queue waits (WithTimings).
 	// A release writes it with handed.
 	at     [1]int64
 	result atomic.Uint32 // resultNone, resultPacket or resultClosed
