@@ -98,55 +98,64 @@ func WithName(name string) Option {
 // The zero Port is not usable: make one with NewPort. A Port must not be
 // copied. All its methods are safe for concurrent use.
 type Port struct {
-	// gate holds R, W and the draining and closed bits: see limiter.go.
+	// The gate (limiter.go): R, W and the draining and closed bits in one
+	// word. Atomic operations only; W changes only with mu held. Every Get
+	// and Block writes it: the padding keeps the queue's words off its line.
 	gate atomic.Uint64
 	_    [cacheLine - 8]byte
 
-	q ring.Queue[Packet] // lock-free; see internal/ring
-	// stamping has every push record its time, for a pool's queue-wait
-	// histogram (WithTimings); set once. epoch is what the times count
-	// from; read-only.
-	stamping atomic.Bool
-	epoch    time.Time
+	// The queue and its clock. q is lock-free (internal/ring); NewPort
+	// initializes it for the pure-Go port only. stamping is set once, by
+	// a pool made WithTimings; epoch is read-only after NewPort.
+	q        ring.Queue[Packet]
+	stamping atomic.Bool // every push records its time (now), for a pool's queue-wait histogram
+	epoch    time.Time   // what the times count from
 
-	// concurrency is the concurrency value C. It is fixed after NewPort
-	// unless the port follows GOMAXPROCS, whose goroutine stores it (see
+	// What NewPort sets: read-only after it, but for concurrency, which
+	// only the goroutine of a port that follows GOMAXPROCS stores (see
 	// follow in runtime_hooks.go); every other access is a load.
-	concurrency atomic.Int64
-	name        string      // read-only after NewPort
-	native      *nativePort // nil for the pure-Go port; read-only after NewPort
+	concurrency atomic.Int64 // the concurrency value C
+	name        string
+	native      *nativePort // nil for the pure-Go port
 
-	// PostWait's wait for room (postwait.go). posters is read by every
-	// pop, and written only by Posts that found the queue full.
+	// PostWait's room (postwait.go): an atomic and a channel, no lock.
+	// posters is read by every pop, and written only by Posts that found
+	// the queue full.
 	posters atomic.Int64  // PostWait calls that wait for room
 	room    chan struct{} // capacity 1: a pop made room while posters waited
 
-	// mu guards the waiter stack (top and the Worker links) and the
-	// changes to W in gate, and serializes releases so that they follow
-	// the stack's order exactly. Post and Get do not take it while a
-	// packet or a slot is at hand.
+	// The waiter stack (waiter.go), guarded by mu. mu also guards the
+	// changes to W in gate and the Worker links, and serializes releases
+	// so that they follow the stack's order exactly. Post and Get do not
+	// take it while a packet or a slot is at hand.
 	mu  sync.Mutex
-	top *Worker // most recent waiter; guarded by mu
+	top *Worker // most recent waiter
 
-	blocked   atomic.Int64  // workers between Block and Unblock, for Stats
-	idle      atomic.Int64  // workers in stateIdle, for Stats
-	wakeups   atomic.Uint64 // waiters released, for Stats
-	discarded atomic.Uint64 // packets dropped by Close, for Stats
+	// Counters for Stats: atomics, each exact when it is read.
+	blocked   atomic.Int64  // workers between Block and Unblock
+	idle      atomic.Int64  // workers in stateIdle
+	wakeups   atomic.Uint64 // waiters released
+	discarded atomic.Uint64 // packets dropped by Close
 
-	hmu           sync.Mutex           // guards handles and handlesClosed
-	handles       map[*Handle]struct{} // associated and not closed; guarded by hmu
-	handlesClosed bool                 // closeHandles has run: Associate is refused; guarded by hmu
+	// Handles (associate.go): handles and handlesClosed are guarded by
+	// hmu; associated is an atomic that turns true before any handle's
+	// first operation, and never back.
+	hmu           sync.Mutex
+	handles       map[*Handle]struct{} // associated and not closed
+	handlesClosed bool                 // closeHandles has run: Associate is refused
 	associated    atomic.Bool          // a handle was ever associated: see settleAll
 
-	// ops counts the operations pending on the port's handles: all of
-	// them in the low 32 bits, those that complete by themselves in the
-	// high 32 (see drain.go).
-	ops atomic.Uint64
-
-	// Shutdown's drain: see drain.go.
+	// Shutdown's drain (drain.go): atomics and a channel, no lock; quiet
+	// reads them in the order that drain.go argues. ops counts the
+	// operations pending on the port's handles: all of them in the low 32
+	// bits, those that complete by themselves in the high 32.
+	ops       atomic.Uint64
 	drainSeq  atomic.Uint64 // bumped by the moves quiet cannot follow, while draining
 	drainWake chan struct{} // capacity 1: a token for a move worth a look
 
+	// Lifecycle. sealed and pool are atomics; done is made by NewPort and
+	// closed once, by the Close that sets the closed bit in gate; oneShots
+	// is a sync.Pool.
 	sealed   atomic.Bool          // sealPosts has run: no packet can be queued any more
 	pool     atomic.Pointer[Pool] // the pool that serves the port, if any: see discardQueued
 	done     chan struct{}        // closed by Close
