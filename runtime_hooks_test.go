@@ -2,7 +2,10 @@ package iocp
 
 import (
 	"context"
+	"runtime"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -52,5 +55,41 @@ func TestBlocking(t *testing.T) {
 		ran := false
 		Blocking(context.Background(), func() { ran = true })
 		assert.True(t, ran)
+	})
+}
+
+func TestFollowGOMAXPROCS(t *testing.T) {
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	synctest.Test(t, func(t *testing.T) {
+		p, err := NewPort(0, FollowGOMAXPROCS())
+		require.NoError(t, err)
+		defer p.Close()
+		fixed := newPort(t, 0)
+		require.Equal(t, 1, p.Concurrency())
+
+		runningWorker(t, p)
+		ws := parkN(t, p, 1)
+		post(t, p, "waits for a second slot")
+		runtime.GOMAXPROCS(2)
+		time.Sleep(followInterval)
+		synctest.Wait()
+		assert.Equal(t, 2, p.Concurrency())
+		assert.Equal(t, 2, p.Stats().Concurrency)
+		assert.Equal(t, "waits for a second slot", ws[0].result(t).pkt.Key, "released into the new slot")
+		assert.Equal(t, 1, fixed.Concurrency(), "without the option the value is fixed (S1)")
+
+		runtime.GOMAXPROCS(1)
+		time.Sleep(followInterval)
+		synctest.Wait()
+		assert.Equal(t, 1, p.Concurrency())
+		st := p.Stats()
+		assert.Equal(t, 2, st.Running, "both still run, past the new value, as after an overshoot")
+		ws = parkN(t, p, 1)
+		post(t, p, "stays queued")
+		synctest.Wait()
+		assert.True(t, ws[0].stillWaiting(), "no release while Running >= C")
+		p.Close()
+		assert.ErrorIs(t, ws[0].result(t).err, ErrClosed)
 	})
 }
