@@ -131,8 +131,8 @@ type Histogram struct {
 
 // Bound returns the upper bound of bucket i: the durations it counts are
 // below it. The last bucket has none, and its Bound is the largest
-// time.Duration.
-func Bound(i int) time.Duration {
+// time.Duration. The bounds are the same for every Histogram, empty or not.
+func (h *Histogram) Bound(i int) time.Duration {
 	if i >= HistogramBuckets-1 {
 		return math.MaxInt64
 	}
@@ -160,10 +160,10 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 	var seen uint64
 	for i, n := range h.Buckets {
 		if seen += n; seen >= rank {
-			return Bound(i)
+			return h.Bound(i)
 		}
 	}
-	return Bound(HistogramBuckets - 1)
+	return h.Bound(HistogramBuckets - 1)
 }
 
 // Mean returns the mean of the durations counted, 0 for none.
