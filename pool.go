@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"runtime/pprof"
-	"runtime/trace"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -224,8 +221,7 @@ func (pl *Pool) serve(i int, fresh bool) {
 		pl.exit()
 	}()
 	m := &member{i: i, c: (*pl.counters.Load())[i], fresh: fresh}
-	labels := pprof.Labels("iocp.port", pl.port.Name(), "iocp.worker", strconv.Itoa(i))
-	pprof.Do(pl.ctx, labels, func(ctx context.Context) { pl.loop(ctx, m) })
+	pl.labeled(i, func(ctx context.Context) { pl.loop(ctx, m) })
 	returned = true
 }
 
@@ -312,8 +308,8 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker, m *member) (step int)
 			pl.taskDone(pe)
 		}
 	}()
-	if trace.IsEnabled() {
-		defer trace.StartRegion(ctx, "iocp.packet").End()
+	if r := packetRegion(ctx); r != nil {
+		defer r.End()
 	}
 	err = pl.dispatch(ctx, tctx, pkt)
 	pl.end(c, start)
