@@ -61,8 +61,8 @@ type Pool struct {
 	errOnce    sync.Once
 	err        error // the first task error; written once, under errOnce
 
-	// Elastic workers: grow and retire. size and starting change under mu;
-	// the fast checks load them without it.
+	// Elastic workers (elastic.go): grow and retire. size and starting
+	// change under mu; the fast checks load them without it.
 	mu       sync.Mutex
 	free     []int        // indexes of retired workers, for the next to start; guarded by mu
 	size     atomic.Int64 // workers now
@@ -70,10 +70,11 @@ type Pool struct {
 	grown    atomic.Uint64
 	retired  atomic.Uint64
 
-	// counters holds one per worker index, appended to under mu: see Stats.
+	// counters holds one per worker index, appended to under mu: see
+	// Stats (stats.go).
 	counters atomic.Pointer[[]*workerCounters]
 
-	// Stall reports (WithStallReport); read-only after NewPool.
+	// Stall reports (WithStallReport, stall.go); read-only after NewPool.
 	stallLimit time.Duration
 	onStall    func(Stall)
 	stallBlock bool          // WithStallAsBlocked
