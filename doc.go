@@ -46,11 +46,9 @@
 // call: it waits for a slot, but the work done with its packet is not
 // counted. Use a Worker to bound the work.
 //
-// A Get that ends by its context, and a TryGet that finds nothing, leave
-// the worker counted, as a thread whose wait timed out is counted: close
-// every worker that stops calling Get, or the port runs with one slot fewer
-// for good. [Stats].Idle counts the workers in that state. [Worker.Close]
-// may be called from any goroutine; a Get in progress returns [ErrClosed].
+// Close every worker that stops calling Get: see [Worker.Get] on idle
+// workers. [Worker.Close] may be called from any goroutine; a Get in
+// progress returns [ErrClosed].
 //
 // # Blocking
 //

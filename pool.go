@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"runtime/debug"
-	"runtime/pprof"
-	"runtime/trace"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,8 +61,8 @@ type Pool struct {
 	errOnce    sync.Once
 	err        error // the first task error; written once, under errOnce
 
-	// Elastic workers: grow and retire. size and starting change under mu;
-	// the fast checks load them without it.
+	// Elastic workers (elastic.go): grow and retire. size and starting
+	// change under mu; the fast checks load them without it.
 	mu       sync.Mutex
 	free     []int        // indexes of retired workers, for the next to start; guarded by mu
 	size     atomic.Int64 // workers now
@@ -74,10 +70,11 @@ type Pool struct {
 	grown    atomic.Uint64
 	retired  atomic.Uint64
 
-	// counters holds one per worker index, appended to under mu: see Stats.
+	// counters holds one per worker index, appended to under mu: see
+	// Stats (stats.go).
 	counters atomic.Pointer[[]*workerCounters]
 
-	// Stall reports (WithStallReport); read-only after NewPool.
+	// Stall reports (WithStallReport, stall.go); read-only after NewPool.
 	stallLimit time.Duration
 	onStall    func(Stall)
 	stallBlock bool          // WithStallAsBlocked
@@ -90,154 +87,6 @@ type Pool struct {
 	// discard is set by Close: the workers drop the posted packets they
 	// take, as Port.Close would have, and deliver only completions.
 	discard atomic.Bool
-}
-
-// A PoolOption configures a pool made by Port.NewPool.
-type PoolOption func(*poolConfig) error
-
-type poolConfig struct {
-	onError       func(error)
-	max           int
-	idle          time.Duration
-	timings       bool
-	stallLimit    time.Duration
-	onStall       func(Stall)
-	stallBlock    bool
-	parent        context.Context
-	cancelOnError bool
-}
-
-// WithContext makes ctx the parent of the context the pool's handlers and
-// tasks run with: when ctx ends, theirs does. The pool itself goes on
-// serving until it is closed. ctx must not be nil.
-func WithContext(ctx context.Context) PoolOption {
-	return func(c *poolConfig) error {
-		if ctx == nil {
-			return fmt.Errorf("%w: nil Context", ErrInvalid)
-		}
-		c.parent = ctx
-		return nil
-	}
-}
-
-// WithMaxWorkers bounds the workers of an elastic pool (see Pool): it
-// starts workers beyond NewPool's n while every worker is blocked, up to
-// max. max == n makes a fixed pool. Without it the maximum is 256, or n if
-// that is more: past a few hundred, more workers for one port usually mean
-// handlers stuck on one thing, which more goroutines do not fix. A max
-// below n, which NewPool reports, or above 1<<20 is an error.
-func WithMaxWorkers(max int) PoolOption {
-	return func(c *poolConfig) error {
-		if max < 1 || max > maxWorkers {
-			return fmt.Errorf("%w: WithMaxWorkers(%d), out of range [1, %d]", ErrInvalid, max, maxWorkers)
-		}
-		c.max = max
-		return nil
-	}
-}
-
-// WithIdleTimeout sets how long a worker beyond NewPool's n waits for a
-// packet before it retires; 10 seconds without it. d must be positive.
-func WithIdleTimeout(d time.Duration) PoolOption {
-	return func(c *poolConfig) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: WithIdleTimeout(%v), not positive", ErrInvalid, d)
-		}
-		c.idle = d
-		return nil
-	}
-}
-
-// The defaults of WithMaxWorkers and WithIdleTimeout.
-const (
-	defaultMaxWorkers  = 256
-	defaultIdleTimeout = 10 * time.Second
-)
-
-// A Stall reports a handler, callback or task that has run longer than
-// the limit given to WithStallReport: the worker it runs on, which is that
-// goroutine's "iocp.worker" pprof label, and how long it has run so far.
-type Stall struct {
-	Worker  int
-	Running time.Duration
-}
-
-// WithStallReport has the pool call fn, on a goroutine of its own, once for
-// each packet whose handler has run longer than limit, so that a stuck
-// handler, which holds a slot of the concurrency value, is seen; Stats
-// counts those running so long now. The pool looks four times a limit. A
-// handler that waits on purpose should say so with Blocking instead: it
-// is then not counted against the port, though it is still reported.
-// limit must be positive and fn not nil.
-func WithStallReport(limit time.Duration, fn func(Stall)) PoolOption {
-	return func(c *poolConfig) error {
-		switch {
-		case limit <= 0:
-			return fmt.Errorf("%w: WithStallReport limit %v, not positive", ErrInvalid, limit)
-		case fn == nil:
-			return fmt.Errorf("%w: WithStallReport with a nil fn", ErrInvalid)
-		}
-		c.stallLimit, c.onStall = limit, fn
-		return nil
-	}
-}
-
-// WithStallAsBlocked has the pool count a handler that runs past the
-// limit of WithStallReport as blocked, as if it had called Block: its
-// slot of the concurrency value goes to a waiting worker, or to one the
-// pool starts, so that handlers stuck on something the port cannot see
-// do not hold up the queue. When such a handler returns, its worker takes
-// a slot again as a new worker does, waiting if Concurrency workers run;
-// a Block in it marks it blocked as usual, and after its Unblock the
-// pool looks again. It needs WithStallReport, and a pure-Go port: a
-// native port's running threads are the kernel's to count.
-//
-// A handler that has just ended may be caught as it ends: it is then
-// counted as blocked for a moment, or its worker runs one more packet
-// beyond the concurrency value, as after an Unblock.
-func WithStallAsBlocked() PoolOption {
-	return func(c *poolConfig) error {
-		c.stallBlock = true
-		return nil
-	}
-}
-
-// WithTimings has the pool measure every packet: how long it waited in
-// the port's queue, and how long its handler ran, into the two histograms
-// of PoolStats. It costs two or three reads of the monotonic clock a
-// packet (tens of nanoseconds), and allocates nothing; the histograms
-// are each worker's own, summed by Stats. Packets queued before NewPool
-// have no queue time.
-func WithTimings() PoolOption {
-	return func(c *poolConfig) error {
-		c.timings = true
-		return nil
-	}
-}
-
-// WithCancelOnError has the first task of Pool.Go that returns an error,
-// or panics, cancel the context of every task, as errgroup.WithContext
-// does. Handlers' contexts are not affected.
-func WithCancelOnError() PoolOption {
-	return func(c *poolConfig) error {
-		c.cancelOnError = true
-		return nil
-	}
-}
-
-// WithErrorHandler has the pool report handler panics to fn, each as a
-// *PanicError, on the goroutine of the worker that recovered it, and the
-// posted packets of a pool that has no handler. Without it the pool logs
-// them with the log package, a panic's stack included, as net/http does
-// for its handlers. fn must not be nil.
-func WithErrorHandler(fn func(error)) PoolOption {
-	return func(c *poolConfig) error {
-		if fn == nil {
-			return fmt.Errorf("%w: nil error handler", ErrInvalid)
-		}
-		c.onError = fn
-		return nil
-	}
 }
 
 // ErrGoexit is the Value of the PanicError that a Pool reports for a
@@ -344,22 +193,6 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	return pl, nil
 }
 
-// maxWorkers bounds a pool: a million goroutines is well past any use of
-// one, and a mistake such as NewPool(0) on a port of concurrency 1<<30
-// gets an error instead of exhausting memory.
-const maxWorkers = 1 << 20
-
-// logPanic is a pool's error handler unless WithErrorHandler replaces it.
-// A pool reports its handlers' panics, with their stacks, and posted
-// packets that it has no handler for.
-func logPanic(err error) {
-	if pe, ok := err.(*PanicError); ok {
-		log.Printf("%v\n%s", err, pe.Stack)
-		return
-	}
-	log.Print(err)
-}
-
 // Port returns the port the pool serves.
 func (pl *Pool) Port() *Port { return pl.port }
 
@@ -389,8 +222,7 @@ func (pl *Pool) serve(i int, fresh bool) {
 		pl.exit()
 	}()
 	m := &member{i: i, c: (*pl.counters.Load())[i], fresh: fresh}
-	labels := pprof.Labels("iocp.port", pl.port.Name(), "iocp.worker", strconv.Itoa(i))
-	pprof.Do(pl.ctx, labels, func(ctx context.Context) { pl.loop(ctx, m) })
+	pl.labeled(i, func(ctx context.Context) { pl.loop(ctx, m) })
 	returned = true
 }
 
@@ -477,8 +309,8 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker, m *member) (step int)
 			pl.taskDone(pe)
 		}
 	}()
-	if trace.IsEnabled() {
-		defer trace.StartRegion(ctx, "iocp.packet").End()
+	if r := packetRegion(ctx); r != nil {
+		defer r.End()
 	}
 	err = pl.dispatch(ctx, tctx, pkt)
 	pl.end(c, start)
@@ -487,175 +319,6 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker, m *member) (step int)
 	}
 	c.add(&c.handled)
 	return stepServed
-}
-
-// begin marks the start of a handler on the worker whose counters are c,
-// records the packet's queue wait (WithTimings), and returns the start's
-// time: nanoseconds from the pool's epoch with WithTimings or
-// WithStallReport, and 0 without, which costs no clock read.
-func (pl *Pool) begin(c *workerCounters, w *Worker) int64 {
-	var start int64
-	if pl.timed {
-		start = int64(time.Since(pl.epoch))
-		if c.t != nil && w.at[0] != 0 {
-			c.t.wait.record(start - (w.at[0] - 1)) // see queue.now
-		}
-	}
-	c.started.Store(start | 1) // never 0, which says no handler runs
-	return start
-}
-
-// end marks the end of the handler that begin marked.
-func (pl *Pool) end(c *workerCounters, start int64) {
-	c.started.Store(0)
-	if c.t != nil {
-		c.t.run.record(int64(time.Since(pl.epoch)) - start)
-	}
-}
-
-// errRetired ends the Get of a worker that retires.
-var errRetired = errors.New("iocp: worker retired")
-
-// get takes a worker's next packet; the port's Close ends the wait
-// (ErrClosed). While the pool has more than n workers, a worker that is
-// given no packet for the idle timeout retires (errRetired), if the pool
-// still has more than n by then. On the pure-Go port the wait's timer is
-// the worker's own, made once; on a native port the wait takes a context
-// with a deadline, which allocates, as its kernel wait with any context
-// that can end does.
-func (pl *Pool) get(w *Worker, m *member, buf []Packet) (int, error) {
-	for {
-		if pl.size.Load() <= int64(pl.n) {
-			return w.get(context.Background(), buf, true)
-		}
-		var n int
-		var err error
-		if pl.port.native == nil {
-			w.idle = pl.idle
-			n, err = w.get(context.Background(), buf, true)
-			w.idle = 0
-		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), pl.idle)
-			n, err = w.get(ctx, buf, true)
-			cancel()
-		}
-		if err != errIdle && err != context.DeadlineExceeded {
-			return n, err
-		}
-		if pl.retire(m.i) {
-			return 0, errRetired
-		}
-	}
-}
-
-// grow starts one more worker if the pool may have one and none is
-// starting: the port calls it when packets wait with a slot free and no
-// worker to take it (Port.starve). One start at a time, each ending with
-// the new worker's first Get (arrived), bounds the workers started for
-// one such moment to those it needs: a worker that starts and finds the
-// port still starved starts the next.
-func (pl *Pool) grow() {
-	if pl.starting.Load() != 0 || pl.size.Load() >= int64(pl.max) {
-		return // the fast answer, without mu, on every starved Post
-	}
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	if pl.starting.Load() != 0 || pl.size.Load() >= int64(pl.max) || !pl.join() {
-		return
-	}
-	var i int
-	if k := len(pl.free); k > 0 {
-		i, pl.free = pl.free[k-1], pl.free[:k-1]
-	} else {
-		cs := *pl.counters.Load()
-		i = len(cs)
-		cs = append(cs[:i:i], pl.newCounters()) // a new array: Stats reads the old
-		pl.counters.Store(&cs)
-	}
-	pl.size.Add(1)
-	pl.starting.Add(1)
-	pl.grown.Add(1)
-	go pl.serve(i, true)
-}
-
-// join counts one more goroutine of the pool's, unless the last has
-// returned or the port has closed.
-func (pl *Pool) join() bool {
-	for {
-		n := pl.live.Load()
-		if n == 0 || pl.port.gate.Load()&closedBit != 0 {
-			return false
-		}
-		if pl.live.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
-
-// arrived ends a start: a new worker's first Get has returned. If the port
-// is still starved, it starts the next.
-func (pl *Pool) arrived() {
-	pl.starting.Add(-1)
-	p := pl.port
-	if p.starved(p.gate.Load()) && !p.queueEmpty() {
-		pl.grow()
-	}
-}
-
-// retire takes one worker off the pool, if it has more than n, and
-// reports whether it did. The worker's index goes to the next to start.
-func (pl *Pool) retire(i int) bool {
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	if pl.size.Load() <= int64(pl.n) {
-		return false
-	}
-	pl.size.Add(-1)
-	pl.retired.Add(1)
-	pl.free = append(pl.free, i)
-	return true
-}
-
-// exit ends one of the pool's goroutines: the last one cancels the
-// handlers' context and closes done.
-func (pl *Pool) exit() {
-	if pl.live.Add(-1) == 0 {
-		pl.cancel()
-		close(pl.done)
-	}
-}
-
-// watch reports stalled handlers (WithStallReport) until the port closes.
-func (pl *Pool) watch() {
-	defer pl.exit()
-	t := time.NewTicker(pl.stallLimit / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-pl.port.done:
-			return
-		case <-t.C:
-		}
-		now := int64(time.Since(pl.epoch))
-		for i, c := range *pl.counters.Load() {
-			s := c.started.Load()
-			if s == 0 || time.Duration(now-s) <= pl.stallLimit {
-				continue
-			}
-			if pl.stallBlock {
-				// Each look, not once a packet: after a Block and its
-				// Unblock the handler is counted again, and stalls again.
-				if w := c.w.Load(); w != nil {
-					w.stall(&c.started, s)
-				}
-			}
-			if c.reported == s {
-				continue
-			}
-			c.reported = s // once a packet
-			pl.onStall(Stall{Worker: i, Running: time.Duration(now - s)})
-		}
-	}
 }
 
 // dispatch calls the handler for pkt: the callback of the bound handle
@@ -679,82 +342,6 @@ func (pl *Pool) dispatch(ctx, tctx context.Context, pkt Packet) error {
 	}
 	pl.handler(ctx, pkt)
 	return nil
-}
-
-// workerCounters are one worker's counts, written by its goroutine only
-// (a load and a store, no read-modify-write on a shared line) and summed by
-// Stats. Each sits on a cache line of its own: at 64 cores a pool-wide
-// counter would be one more line that every packet moves.
-type workerCounters struct {
-	handled, panicked, failed atomic.Uint64
-	// started is when the handler running now started, in nanoseconds
-	// from Pool.epoch, with its low bit set, or 1 if the pool does not
-	// time handlers (see begin); 0 when none runs.
-	started  atomic.Int64
-	reported int64    // the started value last reported; the watcher's own
-	t        *timings // WithTimings; read-only
-	// w is the worker that runs with these counters now, for the watcher
-	// to stall (WithStallAsBlocked); it changes when a worker is replaced.
-	w atomic.Pointer[Worker]
-	_ [cacheLine - 56]byte
-}
-
-// newCounters returns a new worker's counters, with timings if the pool
-// keeps them.
-func (pl *Pool) newCounters() *workerCounters {
-	c := new(workerCounters)
-	if pl.timings {
-		c.t = new(timings)
-	}
-	return c
-}
-
-// add counts one on a counter that only the calling worker writes.
-func (c *workerCounters) add(n *atomic.Uint64) { n.Store(n.Load() + 1) }
-
-// PoolStats is a snapshot of a pool's counters, summed over its workers
-// one after another; see Port.Stats for the port's.
-type PoolStats struct {
-	Workers  int    // the pool's workers now
-	Grown    uint64 // workers started beyond NewPool's n while all were blocked
-	Retired  uint64 // of those, the ones that retired, idle
-	Handled  uint64 // packets, completions and tasks handled, panics included
-	Panicked uint64 // of those, the handlers and tasks that panicked or called runtime.Goexit
-	Failed   uint64 // tasks of Go that returned an error
-	// InFlight counts the handlers, callbacks and tasks running now.
-	InFlight int
-	// Stalled counts the handlers running now for longer than the limit
-	// of WithStallReport; 0 without it.
-	Stalled int
-	// With WithTimings, QueueWait has how long packets waited, from the
-	// Post, PostBatch or completion that queued them to the Get of the
-	// worker that took them, and Handling how long their handlers ran.
-	// On a native port the kernel's queue keeps no time: QueueWait
-	// stays empty.
-	QueueWait, Handling Histogram
-}
-
-// Stats returns the pool's counters.
-func (pl *Pool) Stats() PoolStats {
-	s := PoolStats{Workers: pl.Workers(), Grown: pl.grown.Load(), Retired: pl.retired.Load()}
-	now := int64(time.Since(pl.epoch))
-	for _, c := range *pl.counters.Load() {
-		st := c.started.Load()
-		if st != 0 {
-			s.InFlight++
-		}
-		if pl.onStall != nil && st != 0 && time.Duration(now-st) > pl.stallLimit {
-			s.Stalled++
-		}
-		if c.t != nil {
-			s.QueueWait.add(&c.t.wait)
-			s.Handling.add(&c.t.run)
-		}
-		s.Handled += c.handled.Load()
-		s.Panicked += c.panicked.Load()
-		s.Failed += c.failed.Load()
-	}
-	return s
 }
 
 // Bind associates source with the pool's port and has fn called, by the
@@ -855,54 +442,5 @@ func (pl *Pool) wait(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// The default pool, made on first use.
-var defaultPool struct {
-	sync.Mutex
-	pl *Pool // guarded by the mutex
-}
-
-// Default returns the process's default pool, making it on first use: a
-// port named "default" whose concurrency value follows GOMAXPROCS,
-// served by twice GOMAXPROCS workers at the time it is made. It is the
-// counterpart of the system thread pool that BindIoCompletionCallback
-// uses, and is meant for Bind; packets posted to its port have no handler,
-// and each is reported to the log as an error. It is never shut down.
-func Default() *Pool {
-	defaultPool.Lock()
-	defer defaultPool.Unlock()
-	if defaultPool.pl == nil {
-		p, err := NewPort(0, FollowGOMAXPROCS(), WithName("default"))
-		if err != nil {
-			panic("iocp: the default port: " + err.Error())
-		}
-		pl, err := p.NewPool(0, unbound)
-		if err != nil {
-			panic("iocp: the default pool: " + err.Error())
-		}
-		defaultPool.pl = pl
-	}
-	return defaultPool.pl
-}
-
-// unbound is the default pool's handler: a packet there that no bound
-// handle completed is a mistake, and it is reported.
-func unbound(_ context.Context, pkt Packet) {
-	log.Printf("iocp: a packet posted to the default pool's port has no handler (key %v)", pkt.Key)
-}
-
-// Bind binds source to the Default pool: Default().Bind(source, fn).
-func Bind(source any, fn Handler) (*Handle, error) {
-	return Default().Bind(source, fn)
-}
-
-func (pl *Pool) mustNotBeDefault(call string) {
-	defaultPool.Lock()
-	isDefault := pl == defaultPool.pl
-	defaultPool.Unlock()
-	if isDefault {
-		panic("iocp: " + call + " of the Default pool")
 	}
 }

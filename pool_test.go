@@ -1,21 +1,15 @@
 package iocp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log"
 	"math/rand/v2"
 	"os"
 	"runtime"
-	"runtime/pprof"
-	"runtime/trace"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -284,42 +278,6 @@ func TestPool(t *testing.T) {
 		assert.Zero(t, st.Running)
 	})
 
-	t.Run("Labels", func(t *testing.T) {
-		p := newPort(t, 1, WithName("labelled"))
-		type labels struct{ port, worker string }
-		got := make(chan labels, 1)
-		profile := make(chan string, 1)
-		newPool(t, p, 3, func(ctx context.Context, pkt Packet) {
-			port, _ := pprof.Label(ctx, "iocp.port")
-			worker, _ := pprof.Label(ctx, "iocp.worker")
-			got <- labels{port, worker}
-			var b strings.Builder
-			pprof.Lookup("goroutine").WriteTo(&b, 1)
-			profile <- b.String()
-		})
-		post(t, p, "x")
-		l := recv(t, got)
-		assert.Equal(t, "labelled", l.port)
-		i, err := strconv.Atoi(l.worker)
-		require.NoError(t, err)
-		assert.True(t, 0 <= i && i < 3, "worker %d", i)
-		assert.Contains(t, recv(t, profile), `"iocp.port":"labelled"`, "the goroutines carry the labels")
-	})
-
-	t.Run("TraceRegions", func(t *testing.T) {
-		var buf bytes.Buffer
-		if err := trace.Start(&buf); err != nil {
-			t.Skipf("tracing is on already: %v", err)
-		}
-		p := newPort(t, 1)
-		handled := make(chan any, 1)
-		pl := newPool(t, p, 1, keys(handled))
-		post(t, p, "traced")
-		recv(t, handled)
-		require.NoError(t, pl.Shutdown(context.Background()))
-		trace.Stop()
-		assert.Contains(t, buf.String(), "iocp.packet", "the trace names the region")
-	})
 }
 
 // gatedPool starts a pool of 2 workers on p whose handlers wait until
@@ -532,40 +490,4 @@ func TestPoolExactlyOnce(t *testing.T) {
 	}
 	t.Logf("%d packets, %d panics, at most %d handlers at once outside Blocking",
 		len(seen), panics.Load(), most.Load())
-}
-
-func TestFollowGOMAXPROCS(t *testing.T) {
-	prev := runtime.GOMAXPROCS(1)
-	defer runtime.GOMAXPROCS(prev)
-	synctest.Test(t, func(t *testing.T) {
-		p, err := NewPort(0, FollowGOMAXPROCS())
-		require.NoError(t, err)
-		defer p.Close()
-		fixed := newPort(t, 0)
-		require.Equal(t, 1, p.Concurrency())
-
-		runningWorker(t, p)
-		ws := parkN(t, p, 1)
-		post(t, p, "waits for a second slot")
-		runtime.GOMAXPROCS(2)
-		time.Sleep(followInterval)
-		synctest.Wait()
-		assert.Equal(t, 2, p.Concurrency())
-		assert.Equal(t, 2, p.Stats().Concurrency)
-		assert.Equal(t, "waits for a second slot", ws[0].result(t).pkt.Key, "released into the new slot")
-		assert.Equal(t, 1, fixed.Concurrency(), "without the option the value is fixed (S1)")
-
-		runtime.GOMAXPROCS(1)
-		time.Sleep(followInterval)
-		synctest.Wait()
-		assert.Equal(t, 1, p.Concurrency())
-		st := p.Stats()
-		assert.Equal(t, 2, st.Running, "both still run, past the new value, as after an overshoot")
-		ws = parkN(t, p, 1)
-		post(t, p, "stays queued")
-		synctest.Wait()
-		assert.True(t, ws[0].stillWaiting(), "no release while Running >= C")
-		p.Close()
-		assert.ErrorIs(t, ws[0].result(t).err, ErrClosed)
-	})
 }

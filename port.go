@@ -33,11 +33,10 @@ type Stats struct {
 	Blocked     int // workers between Block and Unblock, and handlers a pool counts as blocked (WithStallAsBlocked)
 	Waiting     int // calls parked in Get or GetBatch
 	Queued      int // packets in the queue
-	// Idle counts the workers in Running whose last Get, TryGet or
-	// GetBatch returned no packet (SPEC S32): each holds a slot with no
-	// work until it calls Get again, Block or Close. A count that stays
-	// above zero while packets are queued usually means a worker that
-	// stopped calling Get without being closed.
+	// Idle counts the idle workers, those in Running whose last Get,
+	// TryGet or GetBatch returned no packet (see [Worker.Get]). A count that
+	// stays above zero while packets are queued usually means a worker
+	// that stopped calling Get without being closed.
 	Idle int
 	// Wakeups counts waiters released with a packet since the port was
 	// made: each one is a parked goroutine woken, or one caught just before

@@ -1,19 +1,27 @@
 package iocp
 
-import (
-	"context"
-	"runtime"
-	"time"
-)
-
-// Helpers around Block and Unblock.
+// The library's hooks into the Go runtime, each in this file: Blocking,
+// with the context that carries a worker to it (NewContext, FromContext);
+// FollowGOMAXPROCS, which has a port's concurrency value follow
+// GOMAXPROCS; and the pprof labels and runtime/trace regions that a Pool's
+// workers run in.
 //
 // The port cannot see a goroutine block: Go parks goroutines on mutexes,
 // channels, sleeps and the network poller without telling anyone. The
 // Windows kernel sees every wait of a thread and adjusts the port's count
-// of running threads itself; here the worker says so. These helpers keep
-// the pairs balanced and let code far down a call chain, which holds only
-// a context.Context, do it for the worker that runs it.
+// of running threads itself; here the worker says so, with Block and
+// Unblock. The Blocking helpers keep the pairs balanced and let code far
+// down a call chain, which holds only a context.Context, do it for the
+// worker that runs it.
+
+import (
+	"context"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
+	"strconv"
+	"time"
+)
 
 // Blocking runs fn with the worker marked blocked, and counts it as
 // running again when fn returns or panics. Use it around anything that may
@@ -103,4 +111,21 @@ func (p *Port) setConcurrency(c int) {
 	if old := p.concurrency.Swap(int64(c)); int64(c) > old {
 		p.release()
 	}
+}
+
+// labeled runs fn, worker i's loop, with the pool's context and the pprof
+// labels "iocp.port", the port's Name, and "iocp.worker", i (see Pool).
+func (pl *Pool) labeled(i int, fn func(ctx context.Context)) {
+	labels := pprof.Labels("iocp.port", pl.port.Name(), "iocp.worker", strconv.Itoa(i))
+	pprof.Do(pl.ctx, labels, fn)
+}
+
+// packetRegion starts the runtime/trace region "iocp.packet" that a
+// packet's handler runs in, for the caller to End; while runtime/trace is
+// not tracing, it returns nil and costs one load.
+func packetRegion(ctx context.Context) *trace.Region {
+	if !trace.IsEnabled() {
+		return nil
+	}
+	return trace.StartRegion(ctx, "iocp.packet")
 }

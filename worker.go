@@ -19,12 +19,8 @@ import (
 // that waits on something else must say so with Block and Unblock (or
 // Blocking), or the port goes on counting it as running.
 //
-// A Get that returns without a packet (its context ended, or TryGet found
-// nothing) also leaves the worker counted as running (S32), as a thread
-// whose wait timed out is: it holds one of the port's Concurrency slots
-// until it calls Get again, Block, or Close. A worker that stops calling
-// Get must therefore be closed, or the port runs with one slot fewer for
-// good; Stats.Idle counts the workers in that state.
+// A worker that stops calling Get must be closed: see [Worker.Get] on idle
+// workers.
 //
 // Close may be called from any goroutine, at any time, as net.Conn's may:
 // a Get, TryGet or GetBatch in progress returns ErrClosed (or the packets
@@ -91,8 +87,15 @@ const (
 // so a worker that calls Get in a loop drains a backlog without any other
 // worker being woken (S27).
 //
-// Get returns ctx.Err() when ctx ends first (the worker is then counted as
-// running), and ErrClosed once the port or the worker is closed.
+// Get returns ctx.Err() when ctx ends first, and ErrClosed once the port or
+// the worker is closed.
+//
+// A Get (or GetBatch) that ends by its context, and a TryGet that finds
+// nothing, return with the worker counted as running again (S32), as a
+// thread whose wait timed out is: the worker is idle, and holds one of the
+// port's Concurrency slots until it calls Get again, Block, or Close. A
+// worker that stops calling Get must therefore be closed, or the port runs
+// with one slot fewer for good; [Stats].Idle counts the idle workers.
 func (w *Worker) Get(ctx context.Context) (Packet, error) {
 	mustContext(ctx)
 	var buf [1]Packet
@@ -102,8 +105,8 @@ func (w *Worker) Get(ctx context.Context) (Packet, error) {
 }
 
 // TryGet is Get that does not wait: with a packet queued and a slot free it
-// returns the packet and true; otherwise false at once, with the worker
-// counted as running. On a closed port or worker it returns false.
+// returns the packet and true; otherwise false at once, and the worker is
+// idle (see [Worker.Get]). On a closed port or worker it returns false.
 func (w *Worker) TryGet() (Packet, bool) {
 	var buf [1]Packet
 	n, _ := w.get(context.Background(), buf[:], false)

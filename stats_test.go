@@ -13,9 +13,10 @@ import (
 
 func TestHistogram(t *testing.T) {
 	t.Run("Buckets", func(t *testing.T) {
-		assert.Equal(t, 128*time.Nanosecond, Bound(0))
-		assert.Equal(t, 256*time.Nanosecond, Bound(1))
-		assert.Equal(t, time.Duration(math.MaxInt64), Bound(HistogramBuckets-1))
+		var h Histogram
+		assert.Equal(t, 128*time.Nanosecond, h.Bound(0))
+		assert.Equal(t, 256*time.Nanosecond, h.Bound(1))
+		assert.Equal(t, time.Duration(math.MaxInt64), h.Bound(HistogramBuckets-1))
 		for _, c := range []struct {
 			d      int64
 			bucket int
@@ -27,10 +28,10 @@ func TestHistogram(t *testing.T) {
 			b := bucket(c.d)
 			assert.Equal(t, c.bucket, b, "%d ns", c.d)
 			if b < HistogramBuckets-1 {
-				assert.Less(t, c.d, int64(Bound(b)), "below its bucket's bound")
+				assert.Less(t, c.d, int64(h.Bound(b)), "below its bucket's bound")
 			}
 			if b > 0 {
-				assert.GreaterOrEqual(t, c.d, int64(Bound(b-1)), "at least the bound below")
+				assert.GreaterOrEqual(t, c.d, int64(h.Bound(b-1)), "at least the bound below")
 			}
 		}
 	})
@@ -47,11 +48,11 @@ func TestHistogram(t *testing.T) {
 		s.add(&h)
 		assert.Equal(t, uint64(100), s.Count)
 		assert.Equal(t, 90*100*time.Nanosecond+10*time.Millisecond, s.Total)
-		assert.Equal(t, Bound(0), s.Quantile(0.5))
-		assert.Equal(t, Bound(0), s.Quantile(0.9))
-		assert.Equal(t, Bound(13), s.Quantile(0.91))
-		assert.Equal(t, Bound(13), s.Quantile(1))
-		assert.Equal(t, Bound(0), s.Quantile(0))
+		assert.Equal(t, s.Bound(0), s.Quantile(0.5))
+		assert.Equal(t, s.Bound(0), s.Quantile(0.9))
+		assert.Equal(t, s.Bound(13), s.Quantile(0.91))
+		assert.Equal(t, s.Bound(13), s.Quantile(1))
+		assert.Equal(t, s.Bound(0), s.Quantile(0))
 		assert.Equal(t, s.Total/100, s.Mean())
 		var empty Histogram
 		assert.Zero(t, empty.Quantile(0.5))
@@ -90,7 +91,7 @@ func TestPoolTimings(t *testing.T) {
 		assert.Equal(t, uint64(n), s.QueueWait.Count)
 		assert.Equal(t, 100*time.Millisecond, s.QueueWait.Total)
 		assert.Equal(t, uint64(1), s.QueueWait.Buckets[0], "handed over at once")
-		assert.Equal(t, Bound(bucket(int64(40*time.Millisecond))), s.QueueWait.Quantile(1))
+		assert.Equal(t, s.QueueWait.Bound(bucket(int64(40*time.Millisecond))), s.QueueWait.Quantile(1))
 	})
 }
 
