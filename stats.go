@@ -95,7 +95,7 @@ func (pl *Pool) begin(c *workerCounters, w *Worker) int64 {
 	if pl.timed {
 		start = int64(time.Since(pl.epoch))
 		if c.t != nil && w.at[0] != 0 {
-			c.t.wait.record(start - (w.at[0] - 1)) // see queue.now
+			c.t.wait.record(start - (w.at[0] - 1)) // see Port.now
 		}
 	}
 	c.started.Store(start | 1) // never 0, which says no handler runs
