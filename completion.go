@@ -51,6 +51,7 @@ type Overlapped struct {
 	o opState // the library's, while an operation is pending
 }
 
+// complete hands ov's completion to the port. An operation that a cancel
 // reached and that failed reports ErrAborted, with the source's error
 // behind it; one that succeeded anyway keeps its result (S44).
 //

@@ -302,8 +302,6 @@ func (h *Handle) handOver(ov *Overlapped, ctx context.Context) {
 	h.mu.Unlock()
 }
 
-// reset forgets an operation that did not start, or whose completion was
-
 // Cancel cancels the operation pending on ov (CancelIoEx with an
 // OVERLAPPED). Its packet still comes, exactly once (SPEC S44): with its
 // normal result if it finished first, otherwise with an error that matches

@@ -30,8 +30,6 @@ type lane struct {
 	dirty      bool        // interrupt was called for cur; undo before the next
 }
 
-// aLongTimeAgo is a deadline that has passed: setting it makes a pending
-
 func (l *lane) push(ov *Overlapped) {
 	ov.o.next = nil
 	if l.tail == nil {
@@ -226,5 +224,3 @@ func (h *Handle) perform(ov *Overlapped, ctx context.Context) (int, error) {
 		return o.fn(ctx, ov)
 	}
 }
-
-// complete hands ov's completion to the port. An operation that a cancel

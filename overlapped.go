@@ -91,6 +91,7 @@ func (o *opState) drop() {
 	o.reset()
 }
 
+// reset forgets an operation that did not start, or whose completion was
 // dropped, and makes the Overlapped idle.
 func (o *opState) reset() {
 	o.release()
