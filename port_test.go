@@ -1,5 +1,10 @@
 package iocp
 
+// TestMain, the helpers the tests share (patience, eventually, newPort,
+// park, post), and TestSpec: the port's own statements, S1 to S39, and
+// those of the other files' (completion_test.go, handle_test.go) run
+// under its name.
+
 import (
 	"context"
 	"errors"
@@ -167,28 +172,7 @@ func TestSpec(t *testing.T) {
 		}
 	})
 
-	t.Run("S3_PacketUnchanged", func(t *testing.T) {
-		ov := &Overlapped{Value: "state"}
-		errIO := errors.New("io failed")
-		type keyStruct struct{ a, b int }
-		for i, pkt := range []Packet{
-			{},
-			{Key: 7, Bytes: 1, Overlapped: ov, Err: errIO},
-			{Key: "k", Bytes: -1},
-			{Key: keyStruct{1, 2}, Bytes: 1 << 40},
-			{Key: ov, Overlapped: ov},
-			{Key: nil, Err: context.Canceled},
-		} {
-			p := newPort(t, 1)
-			require.NoError(t, p.Post(pkt))
-			got, err := p.NewWorker().Get(context.Background())
-			require.NoError(t, err)
-			assert.Equal(t, pkt.Key, got.Key, "packet %d", i)
-			assert.Equal(t, pkt.Bytes, got.Bytes, "packet %d", i)
-			assert.Same(t, pkt.Overlapped, got.Overlapped, "packet %d", i)
-			assert.Equal(t, pkt.Err, got.Err, "packet %d", i)
-		}
-	})
+	t.Run("S3_PacketUnchanged", testS3)
 
 	t.Run("S4_ExactlyOnce", stress)
 
