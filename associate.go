@@ -17,6 +17,7 @@ import (
 	"unsafe"
 )
 
+// aLongTimeAgo is a deadline that has passed: setting it makes a pending
 // call on a net source return at once.
 var aLongTimeAgo = time.Unix(1, 0)
 

@@ -50,20 +50,6 @@ package iocp
 
 import "context"
 
-// opsOutbound is the part of a pending operation's count in Port.ops that
-// says it completes by itself.
-const opsOutbound = 1 << 32
-
-// opsDelta is what an operation in lane ln adds to Port.ops while it is
-// pending: reads, accepts and ReadFroms wait on a peer; the rest complete
-// by themselves.
-func opsDelta(ln int8) uint64 {
-	if ln == laneRead {
-		return 1
-	}
-	return 1 + opsOutbound
-}
-
 // drainStep is called after a move that takes from R, blocked or ops,
 // with the gate as the move left it or as loaded after it: if the port
 // drains, a Shutdown may be waiting for the move.
@@ -86,7 +72,8 @@ func (p *Port) drainBump(g uint64) {
 
 // quiet reports whether the draining port is quiet: no packet queued, no
 // worker counted as running or blocked, and no operation pending that
-// completes by itself, or, with all, none pending at all.
+// completes by itself, or, with all, none pending at all. Port.ops keeps
+// both counts: see opsDelta (handle.go).
 func (p *Port) quiet(all bool) bool {
 	seq := p.drainSeq.Load()
 	if p.blocked.Load() != 0 || running(p.gate.Load()) != 0 {

@@ -1,7 +1,8 @@
 package iocp
 
-// Handles: the operations of an associated source, their start,
-// completion and cancellation, and Close.
+// Handles: the operations of an associated source, their start and
+// cancellation, the count of pending operations, and Close. The lanes
+// (lane.go) run the operations and complete them.
 //
 // Invariants, all under Handle.mu:
 //   - An Overlapped is pending from its start (the CAS of its state from
@@ -276,6 +277,24 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 	return nil
 }
 
+// The pending-operation count: start adds opsDelta to Port.ops before
+// the operation can complete, and complete takes it off after the post of
+// its packet; Shutdown's drain (drain.go) reads it.
+
+// opsOutbound is the part of a pending operation's count in Port.ops that
+// says it completes by itself.
+const opsOutbound = 1 << 32
+
+// opsDelta is what an operation in lane ln adds to Port.ops while it is
+// pending: reads, accepts and ReadFroms wait on a peer; the rest complete
+// by themselves.
+func opsDelta(ln int8) uint64 {
+	if ln == laneRead {
+		return 1
+	}
+	return 1 + opsOutbound
+}
+
 // handOver gives the started operation ov to the goroutine that will run
 // it, or runs a socket Write at once (writeNow). h.mu is held on entry and
 // released on return.
@@ -301,8 +320,6 @@ func (h *Handle) handOver(ov *Overlapped, ctx context.Context) {
 	}
 	h.mu.Unlock()
 }
-
-// reset forgets an operation that did not start, or whose completion was
 
 // Cancel cancels the operation pending on ov (CancelIoEx with an
 // OVERLAPPED). Its packet still comes, exactly once (SPEC S44): with its

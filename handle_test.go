@@ -20,7 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The statements about associated sources, run by TestSpec.
+// The statements about associated sources, run by TestSpec. S42, S46
+// and S47, about completions, are in completion_test.go.
 var associateSpec = []struct {
 	name string
 	fn   func(*testing.T)
@@ -428,45 +429,6 @@ func testS41(t *testing.T) {
 	h2.Close()
 }
 
-func testS42(t *testing.T) {
-	p := newPort(t, 1)
-	w := p.NewWorker()
-	errOp := errors.New("op failed")
-	h := associate(t, p, func(context.Context, *Overlapped) (int, error) { return 3, errOp }, "k")
-	ov := Overlapped{Value: "state"}
-	require.NoError(t, h.Call(&ov))
-
-	// Completed and queued, not dequeued: the results are not there yet.
-	eventually(t, func() bool { return p.Stats().Queued == 1 }, "the completion is queued")
-	assert.Zero(t, ov.Bytes)
-	assert.NoError(t, ov.Err)
-
-	pkt := next(t, w)
-	assert.Equal(t, Packet{Key: "k", Bytes: 3, Overlapped: &ov, Err: errOp}, pkt)
-	assert.Equal(t, 3, ov.Bytes)
-	assert.Same(t, errOp, ov.Err)
-	assert.Equal(t, "state", ov.Value)
-	_, ok := w.TryGet()
-	assert.False(t, ok, "exactly one packet")
-	require.NoError(t, w.Close()) // the subtest's goroutine takes the slot
-
-	t.Run("ReadFrom's address", func(t *testing.T) {
-		a := listenUDP(t)
-		hu := associate(t, p, a, "udp")
-		var rov Overlapped
-		require.NoError(t, hu.ReadFrom(&rov, make([]byte, 8)))
-		b, err := net.Dial("udp", a.LocalAddr().String())
-		require.NoError(t, err)
-		defer b.Close()
-		_, err = b.Write([]byte("x"))
-		require.NoError(t, err)
-		eventually(t, func() bool { return p.Stats().Queued == 1 }, "the completion is queued")
-		assert.Nil(t, rov.Addr, "arrives with the dequeue too")
-		nextOn(t, p)
-		assert.Equal(t, b.LocalAddr().String(), rov.Addr.String())
-	})
-}
-
 func testS43(t *testing.T) {
 	p := newPort(t, 1)
 	client, server := tcpPair(t)
@@ -792,66 +754,6 @@ func testS45(t *testing.T) {
 		eventually(t, func() bool { return runtime.NumGoroutine() <= base },
 			"the port holds no goroutine (base %d, now %d)", base, runtime.NumGoroutine())
 	})
-}
-
-func testS46(t *testing.T) {
-	p := newPort(t, 1)
-	h := associate(t, p, func(_ context.Context, ov *Overlapped) (int, error) {
-		return len(ov.Value.(string)), nil
-	}, "fn")
-
-	// The hook holds Call inside, after the operation started, until a
-	// worker has dequeued its completion.
-	dequeued := make(chan Packet, 1)
-	testHookStarted = func() {
-		select {
-		case pkt := <-dequeued:
-			dequeued <- pkt
-		case <-time.After(patience):
-			t.Error("the completion was not dequeued while Call ran")
-		}
-	}
-	defer func() { testHookStarted = nil }()
-	go func() {
-		w := p.NewWorker()
-		defer w.Close()
-		pkt, _ := w.Get(context.Background())
-		dequeued <- pkt
-	}()
-	ov := Overlapped{Value: "set before the start"}
-	require.NoError(t, h.Call(&ov))
-	pkt := <-dequeued
-	assert.Same(t, &ov, pkt.Overlapped)
-	assert.Equal(t, len("set before the start"), pkt.Bytes)
-}
-
-func testS47(t *testing.T) {
-	type request struct{ id int }
-	p := newPort(t, 2)
-	h := associate(t, p, func(_ context.Context, ov *Overlapped) (int, error) {
-		return ov.Value.(*request).id, nil
-	}, "fn")
-	n := 500
-	if testing.Short() {
-		n = 100
-	}
-	ovs := make([]Overlapped, n)
-	for i := range ovs {
-		ovs[i].Value = &request{id: i}
-		require.NoError(t, h.Call(&ovs[i]))
-	}
-	w := p.NewWorker()
-	defer w.Close()
-	seen := make([]int, n)
-	for range n {
-		pkt := next(t, w)
-		req := pkt.Overlapped.Value.(*request) // no map, no unsafe
-		require.Equal(t, req.id, pkt.Bytes, "the packet carries its own operation's state")
-		seen[req.id]++
-	}
-	for i, c := range seen {
-		require.Equal(t, 1, c, "request %d", i)
-	}
 }
 
 // TestOperationsExactlyOnce starts operations from many goroutines on

@@ -1,6 +1,7 @@
 package iocp
 
-// Lanes: the goroutines that run a Handle's operations.
+// Lanes: the goroutines that run a Handle's operations, and complete,
+// which hands an operation's completion to the port.
 //
 // A Handle runs each operation on a goroutine of its own: Go has no
 // portable way to wait for I/O without one. Stream operations go through
@@ -29,8 +30,6 @@ type lane struct {
 	active     bool        // a goroutine runs the lane
 	dirty      bool        // interrupt was called for cur; undo before the next
 }
-
-// aLongTimeAgo is a deadline that has passed: setting it makes a pending
 
 func (l *lane) push(ov *Overlapped) {
 	ov.o.next = nil
@@ -228,3 +227,43 @@ func (h *Handle) perform(ov *Overlapped, ctx context.Context) (int, error) {
 }
 
 // complete hands ov's completion to the port. An operation that a cancel
+// reached and that failed reports ErrAborted, with the source's error
+// behind it; one that succeeded anyway keeps its result (S44).
+//
+// On a port with a queue limit, complete waits for room: a completion is
+// never dropped for a full queue. On a closed port it is dropped, and
+// counted in Stats.Discarded.
+func (h *Handle) complete(ov *Overlapped, n int, err error, aborted bool) {
+	o := &ov.o
+	if aborted && err != nil {
+		err = &abortError{err}
+	}
+	o.release()
+	o.n, o.err = n, err
+	// Marks the result as waiting for its dequeue; the post below, not
+	// this store, publishes it to the Get that returns the packet (a post
+	// is synchronized before that Get, as Post is).
+	o.state.Store(ovDone)
+	pkt := Packet{Key: h.key, Bytes: n, Overlapped: ov, Err: err}
+	// Read before the post: once posted, ov may be dequeued and started
+	// again.
+	pending := opsDelta(o.lane)
+	// On a port with a queue limit, wait for room: a completion is never
+	// dropped for a full queue.
+	if err := h.p.postWait(context.Background(), &pkt, refuseCompletion); err != nil {
+		// ErrClosed: nobody will dequeue it.
+		o.drop()
+		h.p.discarded.Add(1)
+	}
+	// After the post (see drain.go): no longer pending.
+	h.p.ops.Add(^(pending - 1))
+	h.p.drainStep(h.p.gate.Load())
+}
+
+// abortError is the error of an operation that a cancel interrupted: it
+// matches ErrAborted and unwraps to what the source returned.
+type abortError struct{ cause error }
+
+func (e *abortError) Error() string        { return "iocp: operation aborted: " + e.cause.Error() }
+func (e *abortError) Unwrap() error        { return e.cause }
+func (e *abortError) Is(target error) bool { return target == ErrAborted }

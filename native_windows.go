@@ -14,7 +14,7 @@ import (
 
 // nativePort is the Windows backend: a kernel completion port (see
 // kernelPort) and the bookkeeping the portable code asks of a backend
-// (backend.go).
+// (native.go).
 //
 // Every wait on it is alertable, and every thread that may wait is known
 // (threads, from attach to detach): a wait ends on a packet, on its

@@ -1,7 +1,11 @@
 package iocp
 
-// Overlapped operations: the library's half of an Overlapped, and the
-// moves of its state.
+// Overlapped operations: the Overlapped, the library's half of it
+// (opState), and the moves of its state from an operation's start to the
+// Get that settles its result. The operation starts in handle.go
+// (Handle.start), runs and completes in lane.go (Handle.complete hands its
+// packet to the port), and is settled by the Get that dequeues the packet
+// (Port.settleAll, completion.go).
 //
 // An Overlapped's state (opState.state) moves so, each move made by one
 // function under the synchronization named:
@@ -23,6 +27,38 @@ import (
 	"net"
 	"sync/atomic"
 )
+
+// An Overlapped identifies one operation of a Handle and carries its
+// caller's state from the start of the operation to the worker that
+// dequeues its completion (SPEC S47): the worker finds it in
+// Packet.Overlapped. A posted packet may carry any *Overlapped, or none.
+//
+// An Overlapped is pending from the call that starts an operation on it
+// until the Get that dequeues the operation's packet; that Get fills in
+// the result fields (S42), and the Overlapped may then start another
+// operation. Starting one on a pending Overlapped returns ErrPending.
+// While it is pending, the fields belong to the operation: set Value and
+// Offset before the call that starts it (S46), and read the results after
+// the packet is dequeued.
+//
+// The zero value is ready to use. An Overlapped must not be copied after
+// first use. Distinct Overlappeds may be used concurrently.
+type Overlapped struct {
+	// Value is the caller's per-operation state. The library never reads
+	// or writes it.
+	Value any
+	// Offset is where ReadAt and WriteAt read or write; it must not be
+	// negative.
+	Offset int64
+
+	// The result, set by the Get that dequeues the operation's packet.
+	Bytes int      // bytes transferred, as in the packet
+	Err   error    // the operation's error, as in the packet
+	Addr  net.Addr // ReadFrom: the sender's address
+	Conn  net.Conn // Accept: the new connection, which the caller owns
+
+	o opState // the library's, while an operation is pending
+}
 
 // The states of an Overlapped.
 const (
@@ -91,6 +127,39 @@ func (o *opState) drop() {
 	o.reset()
 }
 
+// settle copies a completed operation's result into ov's exported fields
+// and makes ov idle. It runs in the goroutine that dequeues the packet,
+// whose Get returns right after, so the caller reads the fields with no
+// race (SPEC S42). A packet posted with an Overlapped that is not done
+// leaves it alone. settle reports whether it settled a result.
+func (ov *Overlapped) settle() bool {
+	// The CAS, rather than a load, keeps two packets that carry one
+	// Overlapped (a misuse of Post) from settling it at once.
+	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
+		return false
+	}
+	// The result was written before the post that queued this packet, and
+	// that post is synchronized before the Get running this code.
+	o := &ov.o
+	ov.Bytes, ov.Err, ov.Addr, ov.Conn = o.n, o.err, o.addr, o.conn
+	o.n, o.err, o.addr, o.conn = 0, nil, nil, nil
+	// Hands the Overlapped back: the CAS in the next start synchronizes
+	// with this store, so that operation's writes come after this copy.
+	o.state.Store(ovIdle)
+	return true
+}
+
+// discard drops a completed operation's result, for a packet that Close
+// takes off the queue: the Overlapped becomes idle, and a connection that
+// an Accept made, which nobody will see, is closed.
+func (ov *Overlapped) discard() {
+	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
+		return
+	}
+	ov.o.drop()
+}
+
+// reset forgets an operation that did not start, or whose completion was
 // dropped, and makes the Overlapped idle.
 func (o *opState) reset() {
 	o.release()

@@ -58,7 +58,7 @@ type Worker struct {
 	idle  time.Duration
 	timer *time.Timer
 
-	nw *nativeWorker // a native port's worker (backend.go); nil on the pure-Go port
+	nw *nativeWorker // a native port's worker (native.go); nil on the pure-Go port
 }
 
 // The states of a Worker. A worker counted in R is in stateRunning or
