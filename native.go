@@ -120,7 +120,7 @@ func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, 
 	prev := w.enter()
 	if prev == stateClosed {
 		w.unbind() // closed by another goroutine since its last call
-		return 0, ErrClosed
+		return 0, w.closed()
 	}
 	counted := prev == stateRunning || prev == stateIdle
 	w.bind()
@@ -132,7 +132,7 @@ func (w *Worker) getNative(ctx context.Context, dst []Packet, block bool) (int, 
 		}
 		w.unbind()
 		w.leave(false, false)
-		return 0, ErrClosed
+		return 0, w.closed()
 	}
 	// The slot is given up first, as get does; the kernel does the same
 	// for the thread when it enters its wait.

@@ -174,7 +174,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	}
 	prev := w.enter()
 	if prev == stateClosed {
-		return 0, ErrClosed
+		return 0, w.closed()
 	}
 	counted := prev == stateRunning || prev == stateIdle
 	g := p.gate.Load()
@@ -202,7 +202,7 @@ func (w *Worker) get(ctx context.Context, dst []Packet, block bool) (int, error)
 	case nil:
 	case ErrClosed: // the port or the worker; wait gave the slot up
 		w.leave(false, false)
-		return 0, err
+		return 0, w.closed()
 	default: // ctx ended: counted again (S32)
 		if cerr := w.leave(true, false); cerr != nil {
 			return 0, cerr
@@ -271,7 +271,25 @@ func (w *Worker) leave(counted, got bool) error {
 	if counted {
 		w.p.freeSlot()
 	}
-	return ErrClosed
+	return w.closed()
+}
+
+// errWorkerClosed is what the calls of a closed worker return while its
+// port is open: it matches ErrClosed, and says which was closed.
+var errWorkerClosed error = workerClosedError{}
+
+type workerClosedError struct{}
+
+func (workerClosedError) Error() string        { return "iocp: worker closed" }
+func (workerClosedError) Is(target error) bool { return target == ErrClosed }
+
+// closed returns the error of a call on w, which is closed: ErrClosed if
+// its port is closed too, errWorkerClosed if not.
+func (w *Worker) closed() error {
+	if w.p.gate.Load()&closedBit != 0 {
+		return ErrClosed
+	}
+	return errWorkerClosed
 }
 
 // Block marks the running worker as waiting on something other than the
@@ -364,7 +382,7 @@ func (w *Worker) Close() error {
 		switch s {
 		case stateClosed, stateClosing:
 			w.unbindHere() // closed by another goroutine since its last call
-			return ErrClosed
+			return w.closed()
 		case stateGetting:
 			if !w.state.CompareAndSwap(s, stateClosing) {
 				continue
