@@ -53,13 +53,17 @@ type Pool struct {
 	ctx    context.Context // the handlers' context, without the worker
 	cancel context.CancelFunc
 
-	// Tasks (task.go). taskCtx is ctx, or a child of it that the first
-	// error cancels (WithCancelOnError).
-	tasks      sync.WaitGroup // Go's tasks not yet run or discarded
-	taskCtx    context.Context
-	taskCancel context.CancelFunc // nil without WithCancelOnError
-	errOnce    sync.Once
-	err        error // the first task error; written once, under errOnce
+	// Tasks of Go (task.go). With WithCancelOnError, scope holds the
+	// tasks' context, which the batch's first error cancels and the Wait
+	// that returns it replaces.
+	tasks         sync.WaitGroup // Go's tasks not yet run or discarded
+	cancelOnError bool           // read-only after NewPool
+	scope         atomic.Pointer[taskScope]
+	tmu           sync.Mutex // guards err, and the replacement of scope
+	err           error      // the batch's first task error, until Wait returns it
+
+	// pace is the Blocking budget (pace.go).
+	pace pacer
 
 	// Elastic workers (elastic.go): grow and retire. size and starting
 	// change under mu; the fast checks load them without it.
@@ -124,8 +128,10 @@ func (e *PanicError) Unwrap() error {
 //
 // The pool owns the port's shutdown: Pool.Shutdown drains and closes the
 // port, Pool.Close closes it, and both wait for the workers. A port is
-// served by one pool, possibly with workers of its own besides: they then
-// see the packets of bound handles too, whose Key is the Handle.
+// served by one pool alone: NewPool returns an error on a port that has a
+// pool already, or workers of its own that are not closed, and NewWorker
+// and Port.Get on a port with a pool panic. A worker of one's own would
+// take packets that only the pool can run (Go, Call and Group's).
 func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("%w: pool of %d workers", ErrInvalid, n)
@@ -177,11 +183,24 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 		p.stamping.Store(true) // pushes record their time from here on
 	}
 	pl.ctx, pl.cancel = context.WithCancel(c.parent)
-	pl.taskCtx = pl.ctx
 	if c.cancelOnError {
-		pl.taskCtx, pl.taskCancel = context.WithCancel(pl.ctx)
+		pl.cancelOnError = true
+		pl.newScope()
 	}
-	p.pool.Store(pl)
+	pl.pace.budget.Store(int64(p.Concurrency()))
+	// One pool a port, and no workers of one's own beside it: either
+	// would take packets that only the pool knows how to run (tasks and
+	// calls). The CAS comes before ownWorkers is read, and NewWorker's
+	// count before its load of pool: of the two, one sees the other.
+	if !p.pool.CompareAndSwap(nil, pl) {
+		pl.cancel()
+		return nil, fmt.Errorf("%w: port %s is served by a pool already", ErrInvalid, p.Name())
+	}
+	if n := p.ownWorkers.Load(); n != 0 {
+		p.pool.Store(nil)
+		pl.cancel()
+		return nil, fmt.Errorf("%w: port %s has %d workers of its own, not closed; a pool serves a port alone", ErrInvalid, p.Name(), n)
+	}
 	pl.live.Store(int64(n))
 	if pl.onStall != nil {
 		pl.live.Add(1) // the watcher ends with the workers: see exit
@@ -202,9 +221,14 @@ func (pl *Pool) Workers() int { return int(pl.size.Load()) }
 
 // A member is one worker goroutine's own state.
 type member struct {
-	i     int // its index: the "iocp.worker" label, and its counters
-	c     *workerCounters
-	fresh bool // its first Get has not returned: counted in Pool.starting
+	i       int // its index: the "iocp.worker" label, and its counters
+	c       *workerCounters
+	fresh   bool // its first Get has not returned: counted in Pool.starting
+	retired bool // it left by retire, which took it off size
+	// The tasks' context with the worker (WithCancelOnError), and the
+	// scope it was made for.
+	tctx  context.Context
+	scope *taskScope
 }
 
 // serve is the goroutine of worker i: it runs with the pool's pprof labels
@@ -224,6 +248,9 @@ func (pl *Pool) serve(i int, fresh bool) {
 	m := &member{i: i, c: (*pl.counters.Load())[i], fresh: fresh}
 	pl.labeled(i, func(ctx context.Context) { pl.loop(ctx, m) })
 	returned = true
+	if !m.retired {
+		pl.size.Add(-1) // the port closed: Workers counts it no more, before Close returns
+	}
 }
 
 // loop runs one of the pool's workers until the port closes or it retires.
@@ -238,16 +265,14 @@ func (pl *Pool) loop(ctx context.Context, m *member) {
 // work serves the port with one Worker until the port closes, the worker
 // retires, or a handler panics, and reports whether that last was why.
 func (pl *Pool) work(ctx context.Context, m *member) bool {
-	w := pl.port.NewWorker()
+	w := pl.port.newWorker()
 	defer w.Close()
-	m.c.w.Store(w) // for the watcher (WithStallAsBlocked)
+	w.c = m.c
+	m.c.w.Store(w) // for the watcher (WithStallAsBlocked) and the pacer
 	ctx = NewContext(ctx, w)
-	tctx := ctx // the tasks' context, with the worker and the pool's labels
-	if pl.taskCancel != nil {
-		tctx = NewContext(pl.taskCtx, w) // without the pprof labels' context values
-	}
+	m.scope = nil
 	for {
-		switch pl.next(ctx, tctx, w, m) {
+		switch pl.next(ctx, w, m) {
 		case stepStop:
 			return false
 		case stepPanicked:
@@ -265,7 +290,7 @@ const (
 )
 
 // next takes one packet and handles it.
-func (pl *Pool) next(ctx, tctx context.Context, w *Worker, m *member) (step int) {
+func (pl *Pool) next(ctx context.Context, w *Worker, m *member) (step int) {
 	var buf [1]Packet
 	_, err := pl.get(w, m, buf[:])
 	if m.fresh {
@@ -273,6 +298,7 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker, m *member) (step int)
 		pl.arrived()
 	}
 	if err != nil {
+		m.retired = err == errRetired
 		return stepStop
 	}
 	c := m.c
@@ -305,14 +331,17 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker, m *member) (step int)
 		c.add(&c.handled)
 		c.add(&c.panicked)
 		pl.onError(pe)
-		if _, ok := pkt.Key.(task); ok {
+		switch k := pkt.Key.(type) {
+		case task:
 			pl.taskDone(pe)
+		case job:
+			k.end(pe)
 		}
 	}()
 	if r := packetRegion(ctx); r != nil {
 		defer r.End()
 	}
-	err = pl.dispatch(ctx, tctx, pkt)
+	err = pl.dispatch(ctx, w, m, pkt)
 	pl.end(c, start)
 	if err != nil {
 		c.add(&c.failed)
@@ -322,17 +351,24 @@ func (pl *Pool) next(ctx, tctx context.Context, w *Worker, m *member) (step int)
 }
 
 // dispatch calls the handler for pkt: the callback of the bound handle
-// that pkt completes an operation of, or the pool's handler.
-// It returns a task's error, and nil for the rest.
-func (pl *Pool) dispatch(ctx, tctx context.Context, pkt Packet) error {
+// that pkt completes an operation of, the task or job it carries, or the
+// pool's handler. ctx carries w and the pool's labels. It returns a task's
+// or a job's error, and nil for the rest.
+func (pl *Pool) dispatch(ctx context.Context, w *Worker, m *member, pkt Packet) error {
 	switch k := pkt.Key.(type) {
 	case *Handle:
 		if k.callback != nil {
 			k.callback(ctx, pkt)
 			return nil
 		}
+	case job:
+		err, cancelled := k.run(w)
+		if cancelled {
+			m.c.add(&m.c.cancelled)
+		}
+		return err
 	case task:
-		err := k(tctx)
+		err := k(pl.taskContext(ctx, w, m))
 		pl.taskDone(err)
 		return err
 	}

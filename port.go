@@ -45,6 +45,12 @@ type Stats struct {
 	Wakeups uint64
 	// Discarded counts the packets that Close dropped from the queue.
 	Discarded uint64
+	// NoWorker counts the calls of Blocking, in the whole process, whose
+	// context carried no worker: their function ran, and no slot was
+	// freed. It is the same in every port's Stats. A count that grows
+	// usually means a handler that passed its request's context to
+	// Blocking instead of the one its pool gave it (see Call).
+	NoWorker uint64
 }
 
 // An Option configures a port made by NewPort.
@@ -157,6 +163,9 @@ type Port struct {
 	// is a sync.Pool.
 	sealed   atomic.Bool          // sealPosts has run: no packet can be queued any more
 	pool     atomic.Pointer[Pool] // the pool that serves the port, if any: see discardQueued
+	// ownWorkers counts the workers made by NewWorker, and Port.Get's,
+	// that are not closed: a port has them or a pool (NewPool).
+	ownWorkers atomic.Int64
 	done     chan struct{}        // closed by Close
 	oneShots sync.Pool            // *Worker for Port.Get
 }
@@ -222,7 +231,7 @@ func NewPort(concurrency int, opts ...Option) (*Port, error) {
 	if native == nil {
 		p.q.Init(c.queueLimit)
 	}
-	p.oneShots.New = func() any { return p.NewWorker() }
+	p.oneShots.New = func() any { return p.newWorker() }
 	if c.follow {
 		go p.follow()
 	}
@@ -342,9 +351,11 @@ func (p *Port) now() int64 {
 // with the packet runs outside the count. Use a Worker for that.
 //
 // Get returns ctx.Err() if ctx ends first, and ErrClosed if the port is
-// closed.
+// closed. It panics on a port served by a Pool, as NewWorker does.
 func (p *Port) Get(ctx context.Context) (Packet, error) {
 	mustContext(ctx)
+	p.mustHaveNoPool("Get")
+	defer p.ownWorkers.Add(-1)
 	w := p.oneShots.Get().(*Worker)
 	pkt, err := w.Get(ctx)
 	// Not counted after return: give the slot back (which may release a
@@ -360,8 +371,29 @@ func (p *Port) Get(ctx context.Context) (Packet, error) {
 // NewWorker returns a worker of the port: the counterpart of a thread that
 // calls GetQueuedCompletionStatus on it. A Worker belongs to one goroutine
 // at a time. It is not counted as running until its first Get returns.
-// Workers made after Close return ErrClosed from Get.
+// Workers made after Close return ErrClosed from Get. NewWorker panics on
+// a port served by a Pool, whose packets only the pool can handle.
 func (p *Port) NewWorker() *Worker {
+	p.mustHaveNoPool("NewWorker")
+	w := p.newWorker()
+	w.own = true
+	return w
+}
+
+// mustHaveNoPool counts a worker of one's own, and panics if the port has
+// a pool. The count comes before the load of pool, and NewPool's CAS of
+// pool before its load of the count: of the two, one sees the other.
+func (p *Port) mustHaveNoPool(call string) {
+	p.ownWorkers.Add(1)
+	if p.pool.Load() != nil {
+		p.ownWorkers.Add(-1)
+		panic("iocp: " + call + " on a port served by a Pool: its packets are the pool's")
+	}
+}
+
+// newWorker returns a worker of the port that is not counted as one of
+// its own: a pool's, or Port.Get's.
+func (p *Port) newWorker() *Worker {
 	w := &Worker{p: p, wake: make(chan struct{}, 1)}
 	if p.native != nil {
 		w.nw = new(nativeWorker)
@@ -381,6 +413,7 @@ func (p *Port) Stats() Stats {
 		Idle:        int(p.idle.Load()),
 		Wakeups:     p.wakeups.Load(),
 		Discarded:   p.discarded.Load(),
+		NoWorker:    noWorker.Load(),
 	}
 }
 

@@ -20,14 +20,33 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
 // Blocking runs fn with the worker marked blocked, and counts it as
-// running again when fn returns or panics. Use it around anything that may
-// wait long: a lock, a database call, a sleep, a channel receive. It
-// panics as Block does if the worker is not running.
+// running again when fn returns or panics. Use it around what waits: a
+// network call, a disk read, a lock, a sleep, a channel receive; not
+// around computation in the process (an in-process database's query is
+// computation), which would only run more goroutines than there are CPUs.
+// It panics as Block does if the worker is not running.
+//
+// For a worker of a Pool on a pure-Go port, Blocking frees the worker's
+// slot only while the CPU has room: when the process already uses its
+// GOMAXPROCS, the region keeps its slot until the CPU has room again, so
+// that a region that in fact computes cannot oversubscribe the CPU
+// (pace.go has the rule). Block and Unblock are always exact.
 func (w *Worker) Blocking(fn func()) {
+	if c := w.c; c != nil && w.p.native == nil {
+		if c.region.Load() != 0 {
+			fn() // inside a region that kept its slot
+			return
+		}
+		if pl := w.p.pool.Load(); pl != nil && blockable(w.state.Load()) {
+			pl.blocking(w, c, fn)
+			return
+		}
+	}
 	w.Block()
 	defer w.Unblock()
 	fn()
@@ -48,22 +67,34 @@ func FromContext(ctx context.Context) *Worker {
 	return w
 }
 
-// Blocking runs fn with the worker carried by ctx (see NewContext) marked
-// blocked. Without a worker in ctx, or when that worker is already blocked
-// by an enclosing Blocking, it just runs fn: so library code may call it
-// around every wait without knowing whether a port is involved.
+// Blocking runs fn with the worker carried by ctx marked blocked, as
+// Worker.Blocking does. The contexts that a Pool gives its handlers and
+// the functions of Go, Call and Group carry their worker; NewContext
+// makes one for a worker of one's own. When that worker is already
+// blocked by an enclosing Blocking, it just runs fn: so library code may
+// call it around every wait without knowing whether a port is involved.
+//
+// Without a worker in ctx it runs fn and frees no slot, which is what
+// happens when a handler passes its request's context instead of the one
+// its pool gave it: Stats.NoWorker counts those calls, so that the
+// mistake shows. A nil ctx panics.
 func Blocking(ctx context.Context, fn func()) {
+	mustContext(ctx)
 	w := FromContext(ctx)
-	if w == nil {
+	switch {
+	case w == nil:
+		noWorker.Add(1)
 		fn()
-		return
-	}
-	if !blockable(w.state.Load()) {
+	case !blockable(w.state.Load()):
 		fn()
-		return
+	default:
+		w.Blocking(fn)
 	}
-	w.Blocking(fn)
 }
+
+// noWorker counts the calls of Blocking whose context carried no worker,
+// for Stats.NoWorker.
+var noWorker atomic.Uint64
 
 // FollowGOMAXPROCS makes a port made with concurrency 0 keep its
 // concurrency value equal to runtime.GOMAXPROCS(0) as the program runs:

@@ -18,7 +18,10 @@ type PoolStats struct {
 	Retired  uint64 // of those, the ones that retired, idle
 	Handled  uint64 // packets, completions and tasks handled, panics included
 	Panicked uint64 // of those, the handlers and tasks that panicked or called runtime.Goexit
-	Failed   uint64 // tasks of Go that returned an error
+	Failed   uint64 // tasks of Go, Call and Group that returned an error
+	// Cancelled counts the functions of Call and Group that did not run
+	// because their caller's context had ended first.
+	Cancelled uint64
 	// InFlight counts the handlers, callbacks and tasks running now.
 	InFlight int
 	// Stalled counts the handlers running now for longer than the limit
@@ -51,6 +54,7 @@ func (pl *Pool) Stats() PoolStats {
 		s.Handled += c.handled.Load()
 		s.Panicked += c.panicked.Load()
 		s.Failed += c.failed.Load()
+		s.Cancelled += c.cancelled.Load()
 	}
 	return s
 }
@@ -60,7 +64,7 @@ func (pl *Pool) Stats() PoolStats {
 // Stats. Each sits on a cache line of its own: at 64 cores a pool-wide
 // counter would be one more line that every packet moves.
 type workerCounters struct {
-	handled, panicked, failed atomic.Uint64
+	handled, panicked, failed, cancelled atomic.Uint64
 	// started is when the handler running now started, in nanoseconds
 	// from Pool.epoch, with its low bit set, or 1 if the pool does not
 	// time handlers (see begin); 0 when none runs.
@@ -70,7 +74,11 @@ type workerCounters struct {
 	// w is the worker that runs with these counters now, for the watcher
 	// to stall (WithStallAsBlocked); it changes when a worker is replaced.
 	w atomic.Pointer[Worker]
-	_ [cacheLine - 56]byte
+	// region numbers the Blocking region that keeps its slot now, 0 when
+	// none; paced says the pacer freed its slot (pace.go).
+	region atomic.Int64
+	paced  atomic.Bool
+	_      [cacheLine - 80]byte
 }
 
 // newCounters returns a new worker's counters, with timings if the pool

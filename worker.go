@@ -59,6 +59,12 @@ type Worker struct {
 	timer *time.Timer
 
 	nw *nativeWorker // a native port's worker (native.go); nil on the pure-Go port
+
+	// own says the worker was made by NewWorker, and is counted in
+	// Port.ownWorkers until it closes; c is a pool worker's counters,
+	// nil for the rest. Both are read-only after the worker is made.
+	own bool
+	c   *workerCounters
 }
 
 // The states of a Worker. A worker counted in R is in stateRunning or
@@ -349,19 +355,20 @@ func (w *Worker) Unblock() {
 // nothing else changes, unless its goroutine saw stateStalled first (a
 // Get, a Block or a Close) and acted on it, in which case the slot is
 // freed here as for any stall.
-func (w *Worker) stall(started *atomic.Int64, s int64) {
+func (w *Worker) stall(started *atomic.Int64, s int64) bool {
 	p := w.p
 	p.blocked.Add(1) // before the CAS, so that Blocked never goes below 0
 	if !w.state.CompareAndSwap(stateRunning, stateStalled) {
 		p.blocked.Add(-1)
-		return
+		return false
 	}
 	if started.Load() != s && w.state.CompareAndSwap(stateStalled, stateRunning) {
 		p.blocked.Add(-1)
-		return
+		return false
 	}
 	p.drainBump(p.gate.Load()) // between the two steps, as in Block
 	p.freeSlot()
+	return true
 }
 
 // Close ends the worker, as a thread's exit does: a running worker's slot
@@ -394,11 +401,13 @@ func (w *Worker) Close() error {
 			} else {
 				p.dropWaiter(w)
 			}
+			w.disown()
 			return nil
 		}
 		if !w.state.CompareAndSwap(s, stateClosed) {
 			continue
 		}
+		w.disown()
 		w.unbindHere()
 		switch s {
 		case stateIdle:
@@ -411,6 +420,14 @@ func (w *Worker) Close() error {
 			p.drainStep(p.gate.Load())
 		}
 		return nil
+	}
+}
+
+// disown ends a worker of one's own's count (Port.ownWorkers), once: only
+// the Close whose CAS closed it calls it.
+func (w *Worker) disown() {
+	if w.own {
+		w.p.ownWorkers.Add(-1)
 	}
 }
 
