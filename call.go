@@ -264,6 +264,7 @@ func (g *Group) start(fn func(context.Context) error, wait bool) bool {
 		err = g.pl.port.postWait(g.parent, &Packet{Key: job(t)}, refusePost)
 	} else if err = g.pl.port.post(&Packet{Key: job(t)}, refusePost); err == ErrQueueFull {
 		g.release()
+		g.wg.Done()
 		return false
 	}
 	if err != nil {

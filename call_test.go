@@ -57,7 +57,7 @@ func TestCall(t *testing.T) {
 			return struct{}{}, nil
 		})
 		require.NoError(t, err)
-		assert.Zero(t, p.Stats().BlockingNoWorker)
+		assert.Zero(t, p.Stats().NoWorker)
 	})
 	t.Run("CancelledBeforeStartDoesNotRun", func(t *testing.T) {
 		pl := newPool(t, newPort(t, 1), 1, nil, WithMaxWorkers(1))
@@ -127,7 +127,7 @@ func TestCall(t *testing.T) {
 		eventually(t, func() bool { return pl.Port().Stats().Queued == 1 }, "the call is queued")
 		closed := make(chan error, 1)
 		go func() { closed <- pl.Close() }()
-		eventually(t, func() bool { return pl.port.gate.Load()&closedBit != 0 }, "Close began")
+		eventually(t, func() bool { return refusing(pl.port.gate.Load()) }, "Close began")
 		release()
 		recv(t, held)
 		assert.ErrorIs(t, recv(t, errc), ErrClosed)

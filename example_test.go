@@ -415,10 +415,13 @@ func ExampleWithMaxWorkers() {
 		port.Post(iocp.Packet{})
 	}
 	all.Wait()
-	pool.Shutdown(context.Background())
 	s := pool.Stats()
+	pool.Shutdown(context.Background())
 	fmt.Println("workers:", s.Workers, "started while blocked:", s.Grown)
-	// Output: workers: 8 started while blocked: 4
+	fmt.Println("after Shutdown:", pool.Workers())
+	// Output:
+	// workers: 8 started while blocked: 4
+	// after Shutdown: 0
 }
 
 // A stalled handler is reported once, with the worker it holds.

@@ -12,25 +12,28 @@ package iocp
 // stops counting, one that burns CPU does not); Go tells nobody when a
 // goroutine parks, so the pool asks the CPU instead.
 //
-// A pool keeps a budget of regions that may free their slot. A Blocking
-// region takes a place in it and frees its slot as Block does; when the
-// budget is spent, the region keeps its slot (it stays counted as
-// running) and is listed as kept. While any region runs, the pacer, a
-// goroutine of the pool, reads the process's CPU time every paceTick:
-//   - CPU busy (at least paceBusy of GOMAXPROCS): freeing more slots could
-//     only oversubscribe it. The budget shrinks by one a tick, down to 0,
-//     where CPU work wrapped in Blocking is bounded by the concurrency
+// While any Blocking region runs, the pacer, a goroutine of the pool,
+// reads the process's CPU time every paceTick, and judges the CPU busy
+// when the process used at least paceBusy of GOMAXPROCS since the last
+// tick:
+//   - While the CPU is not busy, a region frees its slot as Block does:
+//     another worker can use the CPU. A region that kept its slot (below)
+//     has it freed by the pacer (Worker.stall, as WithStallAsBlocked
+//     does), which releases a waiter or grows the pool.
+//   - While the CPU is busy, freeing more slots could only oversubscribe
+//     it. The pacer sets a budget of regions that may have their slot
+//     freed: a quarter under those that have it now when the CPU turns
+//     busy, and a quarter less each busy tick, down to 0. A region
+//     beyond the budget keeps its slot: it stays counted as running, as
+//     Linux's workqueue goes on counting a work item that burns CPU. At
+//     0, CPU work wrapped in Blocking is bounded by the concurrency
 //     value, as a semaphore of GOMAXPROCS would bound it.
-//   - CPU with room (under paceRoom) while regions keep their slots: those
-//     regions wait, or the CPU would be busy. The budget grows by a
-//     quarter (at least one), and the pacer frees the slots of kept
-//     regions up to it (Worker.stall, as WithStallAsBlocked does), which
-//     releases waiters or grows the pool.
-// Between the two the budget stays. It starts at the concurrency value, so
-// that a pool whose regions wait hands on its first slots at once, as
-// Block does. Regions that freed their slot are never taken back: a
-// region cannot be preempted; when it ends, Unblock's overshoot holds
-// further releases until the count is below the concurrency value again.
+// A region that waits lets the CPU go idle, and the next tick hands its
+// slot on; one that computes keeps the CPU busy, and keeps its slot. The
+// pacer's reaction is a tick or two (BenchmarkPace measures it). Regions
+// whose slot is freed are never taken back: a region cannot be preempted;
+// when it ends, Unblock's overshoot holds further releases until the
+// count is below the concurrency value again.
 //
 // Worker.Block and Unblock stay exact (S29, S30): pacing is Blocking's,
 // on pools of pure-Go ports. Native ports count blocked threads in the
@@ -44,8 +47,7 @@ import (
 
 const (
 	paceTick = time.Millisecond // how often the pacer looks at the CPU
-	paceBusy = 0.9              // CPU busy: at least this share of GOMAXPROCS
-	paceRoom = 0.75             // CPU with room: under this share
+	paceBusy = 0.9              // the CPU is busy: the process used this share of GOMAXPROCS
 	// paceLinger is how many ticks the pacer goes on after the last
 	// region ended before it exits, so that a steady trickle of regions
 	// does not start a goroutine for each.
@@ -54,7 +56,8 @@ const (
 
 // pacer is a pool's Blocking budget; see the comment at the top.
 type pacer struct {
-	budget  atomic.Int64 // regions that may free their slot at once
+	busy    atomic.Bool  // the CPU was busy at the last tick; false while no pacer runs
+	budget  atomic.Int64 // while busy: the regions that may have their slot freed
 	handed  atomic.Int64 // regions now whose slot is freed (or about to be)
 	kept    atomic.Int64 // regions now that keep their slot
 	running atomic.Bool  // the pacer goroutine runs
@@ -68,10 +71,12 @@ func (pl *Pool) blocking(w *Worker, c *workerCounters, fn func()) {
 	pc := &pl.pace
 	// handed is raised before budget is read, so that the regions that
 	// pass never outnumber the budget the last of them read.
-	if pc.handed.Add(1) <= pc.budget.Load() {
+	if h := pc.handed.Add(1); !pc.busy.Load() || h <= pc.budget.Load() {
 		defer pc.handed.Add(-1)
 		pl.startPacer()
-		w.Blocking(fn)
+		w.Block()
+		defer w.Unblock()
+		fn()
 		return
 	}
 	pc.handed.Add(-1)
@@ -122,6 +127,7 @@ func (pl *Pool) pacer() {
 	for {
 		select {
 		case <-pl.port.done:
+			pc.busy.Store(false)
 			pc.running.Store(false)
 			return
 		case <-t.C:
@@ -130,15 +136,19 @@ func (pl *Pool) pacer() {
 		share := float64(cpu1-cpu) / float64(at1.Sub(at)) / float64(runtime.GOMAXPROCS(0))
 		cpu, at = cpu1, at1
 		kept := pc.kept.Load()
-		switch b := pc.budget.Load(); {
-		case share >= paceBusy:
-			if b > 0 {
-				pc.budget.Store(b - 1)
+		switch {
+		case share < paceBusy:
+			pc.busy.Store(false)
+			if kept > 0 {
+				pl.freeKept()
 			}
-		case share < paceRoom && kept > 0:
-			b += max(1, b/4)
-			pc.budget.Store(b)
-			pl.freeKept(b - pc.handed.Load())
+		case !pc.busy.Load():
+			h := pc.handed.Load()
+			pc.budget.Store(max(0, h-max(1, h/4)))
+			pc.busy.Store(true)
+		default:
+			b := pc.budget.Load()
+			pc.budget.Store(max(0, b-max(1, b/4)))
 		}
 		if kept != 0 || pc.handed.Load() != 0 {
 			quiet = 0
@@ -149,6 +159,7 @@ func (pl *Pool) pacer() {
 		}
 		// Exit, unless a region started after the loads above: it may
 		// have seen running still true and started no pacer.
+		pc.busy.Store(false)
 		pc.running.Store(false)
 		if pc.kept.Load() == 0 && pc.handed.Load() == 0 || !pc.running.CompareAndSwap(false, true) {
 			return
@@ -157,12 +168,9 @@ func (pl *Pool) pacer() {
 	}
 }
 
-// freeKept frees the slots of up to n kept regions.
-func (pl *Pool) freeKept(n int64) {
+// freeKept frees the slots of the kept regions.
+func (pl *Pool) freeKept() {
 	for _, c := range *pl.counters.Load() {
-		if n <= 0 {
-			return
-		}
 		r := c.region.Load()
 		if r == 0 {
 			continue
@@ -171,16 +179,14 @@ func (pl *Pool) freeKept(n int64) {
 		if w == nil {
 			continue
 		}
-		// handed counts the region before its slot is freed, so that the
-		// budget is never overrun; the region's end gives it back.
+		// handed counts the region before its slot is freed; the
+		// region's end gives it back.
 		c.paced.Store(true)
 		pl.pace.handed.Add(1)
 		if !w.stall(&c.region, r) {
 			if c.paced.CompareAndSwap(true, false) {
 				pl.pace.handed.Add(-1)
 			}
-			continue
 		}
-		n--
 	}
 }

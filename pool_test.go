@@ -96,7 +96,7 @@ func TestPool(t *testing.T) {
 				assert.Nil(t, pl)
 			})
 		}
-		assert.Equal(t, Stats{Concurrency: 1}, p.Stats(), "no worker was started")
+		assert.Equal(t, Stats{Concurrency: 1}, ownStats(p), "no worker was started")
 		_, err := newPort(t, 1<<30).NewPool(0, nop)
 		assert.ErrorIs(t, err, ErrInvalid, "the default of twice a huge concurrency")
 
@@ -490,4 +490,44 @@ func TestPoolExactlyOnce(t *testing.T) {
 	}
 	t.Logf("%d packets, %d panics, at most %d handlers at once outside Blocking",
 		len(seen), panics.Load(), most.Load())
+}
+
+// TestPoolServesAlone: a port has one pool, or workers of its own, never
+// both: either would take packets only the pool can run.
+func TestPoolServesAlone(t *testing.T) {
+	t.Run("SecondPool", func(t *testing.T) {
+		p := newPort(t, 1)
+		pl := newPool(t, p, 1, nil)
+		_, err := p.NewPool(1, nil)
+		require.ErrorIs(t, err, ErrInvalid)
+		assert.Contains(t, err.Error(), "pool already")
+		v, err := Call(context.Background(), pl, func(context.Context) (int, error) { return 1, nil })
+		require.NoError(t, err, "the first pool is unharmed")
+		assert.Equal(t, 1, v)
+	})
+	t.Run("OwnWorkerBesidePool", func(t *testing.T) {
+		p := newPort(t, 1)
+		newPool(t, p, 1, nil)
+		assert.PanicsWithValue(t, "iocp: NewWorker on a port served by a Pool: its packets are the pool's", func() { p.NewWorker() })
+		assert.PanicsWithValue(t, "iocp: Get on a port served by a Pool: its packets are the pool's", func() { p.Get(context.Background()) })
+	})
+	t.Run("PoolBesideOwnWorker", func(t *testing.T) {
+		p := newPort(t, 1)
+		w := p.NewWorker()
+		_, err := p.NewPool(1, nil)
+		require.ErrorIs(t, err, ErrInvalid)
+		assert.Contains(t, err.Error(), "workers of its own")
+		require.NoError(t, w.Close())
+		pl := newPool(t, p, 1, nil) // once it is closed
+		require.NoError(t, pl.Go(func(context.Context) error { return nil }))
+		require.NoError(t, pl.Wait())
+	})
+	t.Run("WorkersAfterClose", func(t *testing.T) {
+		p := newPort(t, 2)
+		pl, err := p.NewPool(3, nil)
+		require.NoError(t, err)
+		require.NoError(t, pl.Close())
+		assert.Equal(t, 0, pl.Workers())
+		assert.Equal(t, 0, pl.Stats().Workers)
+	})
 }

@@ -161,13 +161,13 @@ type Port struct {
 	// Lifecycle. sealed and pool are atomics; done is made by NewPort and
 	// closed once, by the Close that sets the closed bit in gate; oneShots
 	// is a sync.Pool.
-	sealed   atomic.Bool          // sealPosts has run: no packet can be queued any more
-	pool     atomic.Pointer[Pool] // the pool that serves the port, if any: see discardQueued
+	sealed atomic.Bool          // sealPosts has run: no packet can be queued any more
+	pool   atomic.Pointer[Pool] // the pool that serves the port, if any: see discardQueued
 	// ownWorkers counts the workers made by NewWorker, and Port.Get's,
 	// that are not closed: a port has them or a pool (NewPool).
 	ownWorkers atomic.Int64
-	done     chan struct{}        // closed by Close
-	oneShots sync.Pool            // *Worker for Port.Get
+	done       chan struct{} // closed by Close
+	oneShots   sync.Pool     // *Worker for Port.Get
 }
 
 // cacheLine is the size that keeps two hot words from sharing a line.

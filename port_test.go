@@ -913,3 +913,11 @@ func portGetWaits(t *testing.T, p *Port) {
 		require.NoError(t, err)
 	}
 }
+
+// ownStats returns p's Stats less NoWorker, which counts for the whole
+// process, and so for every test that ran before.
+func ownStats(p *Port) Stats {
+	s := p.Stats()
+	s.NoWorker = 0
+	return s
+}

@@ -139,3 +139,19 @@ func TestPoolRuntimeHooks(t *testing.T) {
 		assert.Contains(t, buf.String(), "iocp.packet", "the trace names the region")
 	})
 }
+
+func TestBlockingMisuse(t *testing.T) {
+	t.Run("NilContext", func(t *testing.T) {
+		assert.PanicsWithValue(t, "iocp: nil Context", func() { Blocking(nil, func() {}) }) //nolint:staticcheck // the misuse under test
+	})
+	t.Run("NoWorkerIsCounted", func(t *testing.T) {
+		// A handler that passes its request's context, not its pool's:
+		// fn runs, no slot is freed, and Stats says so.
+		p := newPort(t, 1)
+		before := p.Stats().NoWorker
+		ran := false
+		Blocking(context.Background(), func() { ran = true })
+		assert.True(t, ran)
+		assert.Equal(t, before+1, p.Stats().NoWorker)
+	})
+}

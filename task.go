@@ -108,4 +108,3 @@ func (pl *Pool) dropped(pkt *Packet) {
 		k.end(ErrClosed)
 	}
 }
-

@@ -173,3 +173,35 @@ func TestPoolStallReport(t *testing.T) {
 	_, err = p.NewPool(1, nil, WithStallReport(time.Second, nil))
 	assert.ErrorIs(t, err, ErrInvalid)
 }
+
+// TestPoolGoBatches: Wait ends a batch. What it returned is not returned
+// again, and with WithCancelOnError the next batch starts with a context
+// that is not cancelled; the cause of the cancelled one is the error.
+func TestPoolGoBatches(t *testing.T) {
+	t.Run("WaitResets", func(t *testing.T) {
+		pl := newPool(t, newPort(t, 2), 2, nil)
+		boom := errors.New("boom")
+		require.NoError(t, pl.Go(func(context.Context) error { return boom }))
+		assert.Same(t, boom, pl.Wait())
+		require.NoError(t, pl.Go(func(context.Context) error { return nil }))
+		assert.NoError(t, pl.Wait(), "the next batch starts clean")
+	})
+	t.Run("CancelOnErrorCause", func(t *testing.T) {
+		pl := newPool(t, newPort(t, 1), 1, nil, WithCancelOnError())
+		boom := errors.New("boom")
+		require.NoError(t, pl.Go(func(context.Context) error { return boom }))
+		causes := make(chan error, 1)
+		require.NoError(t, pl.Go(func(ctx context.Context) error {
+			<-ctx.Done()
+			causes <- context.Cause(ctx)
+			return nil
+		}))
+		assert.Same(t, boom, pl.Wait())
+		assert.Same(t, boom, recv(t, causes), "the cause is the task's error, as errgroup.WithContext's")
+		require.NoError(t, pl.Go(func(ctx context.Context) error {
+			require.NotNil(t, FromContext(ctx))
+			return ctx.Err()
+		}))
+		assert.NoError(t, pl.Wait(), "the next batch's context is not cancelled")
+	})
+}

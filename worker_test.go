@@ -57,7 +57,7 @@ func TestWorkerCloseFromAnotherGoroutine(t *testing.T) {
 		in := park(t, p, w)
 		require.NoError(t, w.Close())
 		assert.ErrorIs(t, in.result(t).err, ErrClosed)
-		assert.Equal(t, Stats{Concurrency: 1}, p.Stats())
+		assert.Equal(t, Stats{Concurrency: 1}, ownStats(p))
 	})
 
 	t.Run("RunningFreesItsSlot", func(t *testing.T) {
@@ -112,7 +112,7 @@ func TestWorkerCloseFromAnotherGoroutine(t *testing.T) {
 		require.NoError(t, w.Close())
 		close(closed)
 		<-done
-		assert.Equal(t, Stats{Concurrency: 1}, p.Stats())
+		assert.Equal(t, Stats{Concurrency: 1}, ownStats(p))
 	})
 }
 
@@ -183,4 +183,19 @@ func TestWorkerCloseRace(t *testing.T) {
 		rest.Close()
 		require.Equal(t, int64(perRound), got.Load(), "round %d: every packet exactly once", round)
 	}
+}
+
+// TestClosedWorkerError: a closed worker of an open port says so; its
+// error still matches ErrClosed (S33).
+func TestClosedWorkerError(t *testing.T) {
+	p := newPort(t, 1)
+	w := p.NewWorker()
+	require.NoError(t, w.Close())
+	_, err := w.Get(context.Background())
+	require.ErrorIs(t, err, ErrClosed)
+	assert.Equal(t, "iocp: worker closed", err.Error())
+	assert.Equal(t, "iocp: worker closed", w.Close().Error())
+	require.NoError(t, p.Close())
+	_, err = w.Get(context.Background())
+	assert.Same(t, ErrClosed, err, "the port is closed too")
 }
