@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -514,4 +515,52 @@ func ExamplePool_Stats() {
 	s := pool.Stats()
 	fmt.Println("handled:", s.Handled, "failed:", s.Failed, "panicked:", s.Panicked, "in flight:", s.InFlight)
 	// Output: handled: 10 failed: 1 panicked: 1 in flight: 0
+}
+
+// A service's handler runs its work on a pool that every request shares,
+// under its request's context, and gets the result back typed. The
+// function's own ctx carries the worker, so that Blocking frees its slot
+// while it waits on the network.
+func ExampleCall() {
+	port, _ := iocp.NewPort(0)
+	pool, _ := port.NewPool(0, nil)
+	defer pool.Close()
+
+	lookup := func(ctx context.Context, id int) (string, error) {
+		var name string
+		iocp.Blocking(ctx, func() { // a network or disk call: the slot goes to another request
+			time.Sleep(time.Millisecond)
+			name = fmt.Sprintf("item-%d", id)
+		})
+		return strings.ToUpper(name), nil // CPU work, within the concurrency value
+	}
+
+	reqCtx := context.Background() // r.Context() in an http.Handler
+	name, err := iocp.Call(reqCtx, pool, func(ctx context.Context) (string, error) {
+		return lookup(ctx, 42)
+	})
+	fmt.Println(name, err)
+	// Output: ITEM-42 <nil>
+}
+
+// A request fans out to several backends on the shared pool, at most two
+// at a time, and the first failure cancels the rest, as with errgroup.
+func ExamplePool_Group() {
+	port, _ := iocp.NewPort(0)
+	pool, _ := port.NewPool(0, nil)
+	defer pool.Close()
+
+	g, ctx := pool.Group(context.Background()) // r.Context() in an http.Handler
+	g.SetLimit(2)                              // what the downstream service can take
+	parts := make([]int, 5)
+	for i := range parts {
+		g.Go(func(ctx context.Context) error {
+			iocp.Blocking(ctx, func() { time.Sleep(time.Millisecond) })
+			parts[i] = i * i
+			return nil
+		})
+	}
+	err := g.Wait()
+	fmt.Println(parts, err, ctx.Err())
+	// Output: [0 1 4 9 16] <nil> context canceled
 }
