@@ -168,3 +168,90 @@ func runChanPool(b *testing.B, c int, t *blockingTask) {
 	done.Wait()
 	b.StopTimer()
 }
+
+// BenchmarkPace measures how fast Blocking's pacing (pace.go) reacts, on a
+// pool of C = GOMAXPROCS workers and concurrency C.
+//
+// waits: every worker is in a Blocking region that waits on a channel,
+// and one more Call is made: ns/op is the time from the Call to its
+// function's start (the pool frees a slot and starts a worker for it).
+//
+// computes: bursts of 64 Calls whose Blocking region spins 200 µs of CPU,
+// a region marked blocking that in fact computes. Reported: the most
+// regions seen computing at once (peak) and the mean over the burst,
+// sampled at each region's start, with pacing (impl=paced, Blocking) and
+// with Block and Unblock, which free the slot whatever the CPU does
+// (impl=exact); a semaphore of C would show C for both.
+func BenchmarkPace(b *testing.B) {
+	c := runtime.GOMAXPROCS(0)
+	b.Run("case=waits", func(b *testing.B) {
+		p, _ := NewPort(c)
+		pl, _ := p.NewPool(c, nil, WithMaxWorkers(c+b.N+1))
+		defer pl.Close()
+		gate := make(chan struct{})
+		var held sync.WaitGroup
+		inside := make(chan struct{}, c)
+		for range c {
+			held.Go(func() {
+				Call(context.Background(), pl, func(ctx context.Context) (int, error) {
+					Blocking(ctx, func() { inside <- struct{}{}; <-gate })
+					return 0, nil
+				})
+			})
+		}
+		for range c {
+			<-inside
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			Call(context.Background(), pl, func(ctx context.Context) (int, error) { return 0, nil })
+		}
+		b.StopTimer()
+		close(gate)
+		held.Wait()
+	})
+	spin := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+		}
+	}
+	for _, impl := range []string{"paced", "exact"} {
+		b.Run("case=computes/impl="+impl, func(b *testing.B) {
+			p, _ := NewPort(c)
+			pl, _ := p.NewPool(c, nil, WithMaxWorkers(256))
+			defer pl.Close()
+			var now, peak atomic.Int64
+			var sum, n atomic.Int64
+			region := func(ctx context.Context) (int, error) {
+				mark := func() {
+					k := now.Add(1)
+					sum.Add(k)
+					n.Add(1)
+					for m := peak.Load(); k > m && !peak.CompareAndSwap(m, k); m = peak.Load() {
+					}
+					spin(200 * time.Microsecond)
+					now.Add(-1)
+				}
+				if impl == "paced" {
+					Blocking(ctx, mark)
+				} else {
+					w := FromContext(ctx)
+					w.Block()
+					mark()
+					w.Unblock()
+				}
+				return 0, nil
+			}
+			b.ResetTimer()
+			for range b.N {
+				var g sync.WaitGroup
+				for range 64 {
+					g.Go(func() { Call(context.Background(), pl, region) })
+				}
+				g.Wait()
+			}
+			b.ReportMetric(float64(peak.Load()), "peak")
+			b.ReportMetric(float64(sum.Load())/float64(n.Load()), "mean")
+		})
+	}
+}

@@ -156,7 +156,7 @@ func (s *service) serveItem(w http.ResponseWriter, r *http.Request) {
 		it, err = s.lookup(ctx, id)
 		<-s.sem
 	case modeIOCP:
-		it, err = call(ctx, s.pool, func(ctx context.Context) (item, error) { return s.lookup(ctx, id) })
+		it, err = iocp.Call(ctx, s.pool, func(ctx context.Context) (item, error) { return s.lookup(ctx, id) })
 	}
 	if err != nil {
 		writeError(w, err)
@@ -166,15 +166,21 @@ func (s *service) serveItem(w http.ResponseWriter, r *http.Request) {
 }
 
 // lookup is a request's work: one backend call, then the CPU work.
-// In the iocp mode ctx is the task's, which carries its worker: Blocking
-// then frees the worker's slot of the port for the length of the call. In
-// the other modes ctx carries no worker, and Blocking just calls.
+// In the iocp mode ctx is the one iocp.Call gave the function, which
+// carries its worker: Blocking then frees the worker's slot for the
+// length of the call, while the CPU has room. In the other modes there is
+// no worker to mark.
 func (s *service) lookup(ctx context.Context, id int64) (item, error) {
 	var (
 		r   row
 		err error
 	)
-	iocp.Blocking(ctx, func() { r, err = s.be.get(ctx, id) })
+	get := func() { r, err = s.be.get(ctx, id) }
+	if s.cfg.mode == modeIOCP {
+		iocp.Blocking(ctx, get)
+	} else {
+		get()
+	}
 	if err != nil {
 		return item{}, err
 	}
