@@ -192,7 +192,7 @@ func (g *Group) SetLimit(n int) {
 	if n == 0 {
 		panic("iocp: Group.SetLimit(0)")
 	}
-	if g.sem != nil && len(g.sem) != 0 {
+	if len(g.sem) != 0 {
 		panic("iocp: Group.SetLimit while functions are in flight")
 	}
 	if n < 0 {

@@ -154,7 +154,7 @@ func TestCall(t *testing.T) {
 	t.Run("Misuse", func(t *testing.T) {
 		pl := newPool(t, newPort(t, 1), 1, nil)
 		f := func(context.Context) (int, error) { return 0, nil }
-		assert.PanicsWithValue(t, "iocp: nil Context", func() { Call(nil, pl, f) }) //nolint:staticcheck // the misuse under test
+		assert.PanicsWithValue(t, "iocp: nil Context", func() { Call(noContext, pl, f) })
 		assert.PanicsWithValue(t, "iocp: Call with a nil function", func() {
 			Call[int](context.Background(), pl, nil)
 		})
@@ -297,7 +297,7 @@ func TestGroup(t *testing.T) {
 		g, _ := pl.Group(context.Background())
 		assert.PanicsWithValue(t, "iocp: Group.SetLimit(0)", func() { g.SetLimit(0) })
 		assert.PanicsWithValue(t, "iocp: Group.Go with a nil function", func() { g.Go(nil) })
-		assert.PanicsWithValue(t, "iocp: nil Context", func() { pl.Group(nil) }) //nolint:staticcheck // the misuse under test
+		assert.PanicsWithValue(t, "iocp: nil Context", func() { pl.Group(noContext) })
 	})
 }
 

@@ -921,3 +921,7 @@ func ownStats(p *Port) Stats {
 	s.NoWorker = 0
 	return s
 }
+
+// noContext is a nil context.Context, a caller's mistake, for the tests
+// of misuse.
+var noContext context.Context

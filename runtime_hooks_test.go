@@ -142,7 +142,7 @@ func TestPoolRuntimeHooks(t *testing.T) {
 
 func TestBlockingMisuse(t *testing.T) {
 	t.Run("NilContext", func(t *testing.T) {
-		assert.PanicsWithValue(t, "iocp: nil Context", func() { Blocking(nil, func() {}) }) //nolint:staticcheck // the misuse under test
+		assert.PanicsWithValue(t, "iocp: nil Context", func() { Blocking(noContext, func() {}) })
 	})
 	t.Run("NoWorkerIsCounted", func(t *testing.T) {
 		// A handler that passes its request's context, not its pool's:
