@@ -175,9 +175,9 @@ type Port struct {
 // some arm64 parts.
 const cacheLine = 128
 
-// A Packet is at most 48 bytes, which makes the ring's slot (a sequence
+// A Packet is at most 48 bytes, which makes the ring's cell (a sequence
 // word, the packet and its tag) one 64-byte line on 64-bit platforms: see
-// slot in internal/ring, which cannot pad a slot for a type parameter.
+// cell in internal/ring, which cannot pad a cell for a type parameter.
 // This fails to compile if a field makes a Packet larger.
 var _ [48 - unsafe.Sizeof(Packet{})]byte
 
