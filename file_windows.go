@@ -134,13 +134,13 @@ func (f *File) start(ov *Overlapped, b []byte, op opKind) error {
 	if n.closed.Load() {
 		return ErrClosed
 	}
-	if !ov.o.state.CompareAndSwap(ovIdle, ovPending) {
+	if !ov.o.state.CompareAndSwap(ovReady, ovPending) {
 		return ErrPending
 	}
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
-		ov.o.state.Store(ovIdle)
+		ov.o.state.Store(ovReady)
 		return ErrHandleClosed
 	}
 	// Everything the completion needs is in place before the call: its
@@ -167,7 +167,7 @@ func (f *File) start(ov *Overlapped, b []byte, op opKind) error {
 	delete(f.pending, ov)
 	f.mu.Unlock()
 	n.k.ops.take(addr)
-	ov.o.state.Store(ovIdle)
+	ov.o.state.Store(ovReady)
 	return opError(op, e)
 }
 

@@ -6,7 +6,7 @@ package iocp
 //
 // Invariants, all under Handle.mu:
 //   - An Overlapped is pending from its start (the CAS of its state from
-//     ovIdle to ovPending) until its completion is handed to the port; in
+//     ovReady to ovPending) until its completion is handed to the port; in
 //     that time ov.h points to the handle, and the Overlapped is in exactly
 //     one place: a lane's queue (not started), a lane's cur (running), or
 //     the handle's list of running free operations.
@@ -239,7 +239,7 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 	// Takes the Overlapped: of two starts on it, one wins. The operation's
 	// fields, written next, reach its goroutine through h.mu, or through
 	// the go statement that starts that goroutine.
-	if !o.state.CompareAndSwap(ovIdle, ovPending) {
+	if !o.state.CompareAndSwap(ovReady, ovPending) {
 		return ErrPending
 	}
 	o.op, o.lane, o.buf, o.to, o.fn = op, int8(ln), buf, to, fn

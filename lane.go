@@ -238,7 +238,7 @@ func (h *Handle) complete(ov *Overlapped, n int, err error, aborted bool) {
 	if aborted && err != nil {
 		err = &abortError{err}
 	}
-	o.release()
+	o.clearArgs()
 	o.n, o.err = n, err
 	// Marks the result as waiting for its dequeue; the post below, not
 	// this store, publishes it to the Get that returns the packet (a post
