@@ -12,7 +12,7 @@ import (
 )
 
 // The elastic pool: workers start while every worker is blocked and
-// packets wait, up to WithMaxWorkers, and those beyond n retire when idle.
+// packets wait, up to WithMaxWorkers, and those beyond n retire after WithIdleTimeout without a packet.
 // Most tests run in a synctest bubble, where synctest.Wait returns once
 // every goroutine of the pool is parked: what has started by then is all
 // that will, and no assertion waits on the clock. A bubble cannot tell a
@@ -140,7 +140,7 @@ func TestPoolElastic(t *testing.T) {
 		})
 	})
 
-	t.Run("RetiresIdleWorkers", func(t *testing.T) {
+	t.Run("RetiresWorkersWithoutPackets", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
 			release := make(chan struct{})
@@ -156,7 +156,7 @@ func TestPoolElastic(t *testing.T) {
 			synctest.Wait()
 			time.Sleep(time.Minute - time.Second)
 			synctest.Wait()
-			assert.Equal(t, 4, pl.Workers(), "not before the idle timeout")
+			assert.Equal(t, 4, pl.Workers(), "not before the retire timeout")
 			time.Sleep(2 * time.Second)
 			synctest.Wait()
 			assert.Equal(t, 1, pl.Workers(), "back to n")
@@ -231,7 +231,7 @@ func TestPoolElasticOptions(t *testing.T) {
 	assert.ErrorContains(t, err, "WithMaxWorkers(3)")
 	pl := newPool(t, p, 0, nil)
 	assert.Equal(t, defaultMaxWorkers, pl.max)
-	assert.Equal(t, defaultIdleTimeout, pl.idle)
+	assert.Equal(t, defaultRetireAfter, pl.retireAfter)
 	pl.Close()
 	p = newPort(t, 2)
 	pl = newPool(t, p, 300, nil)
