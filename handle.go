@@ -431,9 +431,9 @@ func (h *Handle) Close() error {
 	h.mu.Unlock()
 
 	var err error
-	// Asked for here, not kept in the Handle: an idle Handle's size is
-	// what a server holds per connection (TestIdleHandleCost in
-	// examples/echo), and another interface field would grow it.
+	// Asked for here, not kept in the Handle: the size of a Handle with no
+	// operation pending is what a server holds per connection
+	// (TestHandleCostWithoutOperations in examples/echo), and another interface field would grow it.
 	if c, ok := h.src.(io.Closer); ok {
 		err = c.Close()
 	}

@@ -145,7 +145,7 @@ func bytesByKey(t *testing.T, n int, next func() Packet) map[any]int {
 }
 
 // nothingQueued asserts that no packet is queued, now and after a pause
-// long enough for a wrong one to arrive on an idle machine. (A passing
+// long enough for a wrong one to arrive on an unloaded machine. (A passing
 // run proves nothing about speed: a slow machine only makes this weaker.)
 func nothingQueued(t *testing.T, p *Port) {
 	t.Helper()
@@ -376,7 +376,7 @@ func testS40(t *testing.T) {
 		}
 	})
 
-	t.Run("idle handle holds no goroutine", func(t *testing.T) {
+	t.Run("a handle with no operation holds no goroutine", func(t *testing.T) {
 		base := runtime.NumGoroutine()
 		const n = 50
 		for i := range n {
@@ -388,7 +388,7 @@ func testS40(t *testing.T) {
 			nextOn(t, p)
 		}
 		eventually(t, func() bool { return runtime.NumGoroutine() <= base },
-			"%d idle handles hold no goroutine (base %d, now %d)", n, base, runtime.NumGoroutine())
+			"%d handles with no operation hold no goroutine (base %d, now %d)", n, base, runtime.NumGoroutine())
 	})
 }
 

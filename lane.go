@@ -9,8 +9,8 @@ package iocp
 // WriteTo); a lane runs its operations one at a time, in the order they
 // were started, on one goroutine that exists while the lane has work and
 // exits when it is empty. Positional operations (ReadAt, WriteAt) and
-// functions (Call, Do) run at once, each on its own goroutine. An idle
-// handle therefore holds no goroutine.
+// functions (Call, Do) run at once, each on its own goroutine. A handle
+// with no operation pending therefore holds no goroutine.
 
 import (
 	"context"
@@ -145,7 +145,7 @@ func (h *Handle) undoInterrupt(ln int) {
 	}
 }
 
-// writeNow runs a Write on an idle write lane in the calling goroutine,
+// writeNow runs a Write on an empty write lane in the calling goroutine,
 // as far as the socket takes it without waiting: a socket whose buffer
 // has room takes a short write whole, and the operation then completes
 // with no goroutine started. What the socket does not take is left to the
