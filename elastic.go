@@ -60,8 +60,8 @@ func (pl *Pool) grow() {
 		return
 	}
 	var i int
-	if k := len(pl.free); k > 0 {
-		i, pl.free = pl.free[k-1], pl.free[:k-1]
+	if k := len(pl.spare); k > 0 {
+		i, pl.spare = pl.spare[k-1], pl.spare[:k-1]
 	} else {
 		cs := *pl.counters.Load()
 		i = len(cs)
@@ -108,7 +108,7 @@ func (pl *Pool) retire(i int) bool {
 	}
 	pl.size.Add(-1)
 	pl.retired.Add(1)
-	pl.free = append(pl.free, i)
+	pl.spare = append(pl.spare, i)
 	return true
 }
 

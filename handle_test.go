@@ -513,13 +513,13 @@ func testS43(t *testing.T) {
 	assert.ErrorIs(t, h.Read(&ov, buf), ErrClosed)
 	assert.ErrorIs(t, hd.Close(), ErrHandleClosed, "Close closed it")
 
-	// Nothing was queued by any of it, and every Overlapped is free again.
+	// Nothing was queued by any of it, and every Overlapped is ready again.
 	assert.Zero(t, p.Stats().Queued)
 	eventually(t, func() bool { return p.Stats().Discarded == posted+1 }, "the posted packets and the aborted read")
 	q := newPort(t, 1)
 	hb := associate(t, q, &bytes.Buffer{}, "buf")
-	require.NoError(t, hb.Write(&ov, []byte("free")))
-	require.NoError(t, hb.Write(&draining, []byte("free")))
+	require.NoError(t, hb.Write(&ov, []byte("ready")))
+	require.NoError(t, hb.Write(&draining, []byte("ready")))
 }
 
 func testS44(t *testing.T) {
@@ -720,7 +720,7 @@ func testS45(t *testing.T) {
 		abortedOnce(t, w, ovs)
 		nothingQueued(t, p)
 
-		// The source is released: closed, and free to associate again.
+		// The source is let go: closed, and may be associated again.
 		_, err := client.Read(make([]byte, 1))
 		assert.ErrorIs(t, err, io.EOF, "the peer sees the connection closed")
 		h2, err := p.Associate(server, "again")

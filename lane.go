@@ -20,7 +20,7 @@ import (
 const (
 	laneRead  = 0
 	laneWrite = 1
-	laneNone  = -1 // runs at once on its own goroutine
+	laneNone  = -1 // unordered: runs at once on its own goroutine
 )
 
 // lane is one direction of a stream. All fields are guarded by Handle.mu.
@@ -74,17 +74,19 @@ func (l *lane) remove(ov *Overlapped) bool {
 	return false
 }
 
-func (h *Handle) pushFree(ov *Overlapped) {
-	ov.o.prev, ov.o.next = nil, h.free
-	if h.free != nil {
-		h.free.o.prev = ov
+// pushUnordered adds ov to the handle's running unordered operations.
+func (h *Handle) pushUnordered(ov *Overlapped) {
+	ov.o.prev, ov.o.next = nil, h.unordered
+	if h.unordered != nil {
+		h.unordered.o.prev = ov
 	}
-	h.free = ov
+	h.unordered = ov
 }
 
-func (h *Handle) unlinkFree(ov *Overlapped) {
+// unlinkUnordered takes ov off the handle's running unordered operations.
+func (h *Handle) unlinkUnordered(ov *Overlapped) {
 	if ov.o.prev == nil {
-		h.free = ov.o.next
+		h.unordered = ov.o.next
 	} else {
 		ov.o.prev.o.next = ov.o.next
 	}
@@ -180,11 +182,13 @@ func (h *Handle) writeNow(ov *Overlapped) {
 	h.mu.Unlock()
 }
 
-// runFree runs one free operation.
-func (h *Handle) runFree(ov *Overlapped, ctx context.Context) {
+// runUnordered runs one unordered operation: one of no lane (laneNone),
+// a positional operation or a function, which runs at once on its own
+// goroutine.
+func (h *Handle) runUnordered(ov *Overlapped, ctx context.Context) {
 	n, err := h.perform(ov, ctx)
 	h.mu.Lock()
-	h.unlinkFree(ov)
+	h.unlinkUnordered(ov)
 	aborted := h.finish(ov)
 	h.mu.Unlock()
 	h.complete(ov, n, err, aborted)

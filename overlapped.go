@@ -97,8 +97,8 @@ type opState struct {
 	to      net.Addr           // WriteTo's destination
 	fn      Func               // Call's or Do's function
 	cancel  context.CancelFunc // ends fn's context; nil for other operations
-	next    *Overlapped        // a lane's queue, or the handle's free list; under Handle.mu
-	prev    *Overlapped        // the free list; under Handle.mu
+	next    *Overlapped        // a lane's queue, or the handle's unordered list; under Handle.mu
+	prev    *Overlapped        // the unordered list; under Handle.mu
 	aborted bool               // Cancel or Close reached it; under Handle.mu
 	written int                // the part of a Write that writeNow wrote
 

@@ -68,7 +68,7 @@ type Pool struct {
 	// Elastic workers (elastic.go): grow and retire. size and starting
 	// change under mu; the fast checks load them without it.
 	mu       sync.Mutex
-	free     []int        // indexes of retired workers, for the next to start; guarded by mu
+	spare    []int        // indexes of retired workers, for the next to start; guarded by mu
 	size     atomic.Int64 // workers now
 	starting atomic.Int64 // workers started whose first Get has not returned
 	grown    atomic.Uint64

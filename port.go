@@ -458,7 +458,7 @@ func (p *Port) Close() error {
 
 // take pops up to len(dst) packets for a worker and returns how many, and
 // the times the first len(at) of them were queued in at (their tags: see
-// push). A pop that frees room while a PostWait waits for it says so
+// push). A pop that makes room while a PostWait waits for it says so
 // (postwait.go).
 func (p *Port) take(dst []Packet, at []int64) int {
 	n := p.q.PopTags(dst, at)
