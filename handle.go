@@ -298,7 +298,7 @@ func opsDelta(ln int8) uint64 {
 
 // handOver gives the started operation ov to the goroutine that will run
 // it, or runs a socket Write at once (writeNow). h.mu is held when it is
-// called and released on return.
+// called and unlocked on return.
 func (h *Handle) handOver(ov *Overlapped, ctx context.Context) {
 	o := &ov.o
 	if o.lane == laneNone {

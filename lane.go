@@ -152,7 +152,7 @@ func (h *Handle) undoInterrupt(ln int) {
 // has room takes a short write whole, and the operation then completes
 // with no goroutine started. What the socket does not take is left to the
 // lane's goroutine. Either way the packet is queued as for any operation.
-// h.mu is held when it is called and released on return.
+// h.mu is held when it is called and unlocked on return.
 func (h *Handle) writeNow(ov *Overlapped) {
 	l := &h.lanes[laneWrite]
 	l.active = true
