@@ -170,7 +170,7 @@ func TestPoolElastic(t *testing.T) {
 		})
 	})
 
-	t.Run("RetiredSlotsAreReused", func(t *testing.T) {
+	t.Run("RetiredIndexesAreReused", func(t *testing.T) {
 		// Growing again after a retirement reuses the workers' indexes: the
 		// counters, and the "iocp.worker" labels, stay within the maximum.
 		synctest.Test(t, func(t *testing.T) {

@@ -64,14 +64,14 @@ type config struct {
 }
 
 // maxQueueLimit bounds WithQueueLimit: a bounded queue is allocated whole
-// when the port is made, with two to four 64-byte slots a packet
+// when the port is made, with two to four 64-byte cells a packet
 // (internal/ring).
 const maxQueueLimit = 1 << 24
 
 // WithQueueLimit bounds the port's queue to n packets, 1 <= n <= 1<<24;
 // a Post that finds n packets queued returns ErrQueueFull and queues
 // nothing. The queue's memory, 128 to 256 bytes a packet (a power of
-// two of 64-byte slots, at least twice n), is allocated when the port is
+// two of 64-byte cells, at least twice n), is allocated when the port is
 // made. Without this option the queue grows as needed and Post
 // never blocks.
 func WithQueueLimit(n int) Option {
