@@ -263,7 +263,7 @@ func (g *Group) start(fn func(context.Context) error, wait bool) bool {
 	if wait {
 		err = g.pl.port.postWait(g.parent, &Packet{Key: job(t)}, refusePost)
 	} else if err = g.pl.port.post(&Packet{Key: job(t)}, refusePost); err == ErrQueueFull {
-		g.release()
+		g.returnToken()
 		g.wg.Done()
 		return false
 	}
@@ -310,11 +310,13 @@ func (g *Group) done(err error) {
 	if err != nil {
 		g.fail(err)
 	}
-	g.release()
+	g.returnToken()
 	g.wg.Done()
 }
 
-func (g *Group) release() {
+// returnToken gives back the token of the limit that start took, if the
+// group has a limit.
+func (g *Group) returnToken() {
 	if g.sem != nil {
 		<-g.sem
 	}

@@ -14,10 +14,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// hold starts a Call on pl that runs until release is closed, and returns
+// hold starts a Call on pl that runs until proceed is called, and returns
 // once it runs: with concurrency 1 and one worker, it keeps every later
 // job queued.
-func hold(t *testing.T, pl *Pool) (release func(), done <-chan struct{}) {
+func hold(t *testing.T, pl *Pool) (proceed func(), done <-chan struct{}) {
 	t.Helper()
 	running, stop, end := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
@@ -61,7 +61,7 @@ func TestCall(t *testing.T) {
 	})
 	t.Run("CancelledBeforeStartDoesNotRun", func(t *testing.T) {
 		pl := newPool(t, newPort(t, 1), 1, nil, WithMaxWorkers(1))
-		release, held := hold(t, pl)
+		proceed, held := hold(t, pl)
 		ctx, cancel := context.WithCancel(context.Background())
 		var ran atomic.Bool
 		errc := make(chan error, 1)
@@ -72,7 +72,7 @@ func TestCall(t *testing.T) {
 		eventually(t, func() bool { return pl.Port().Stats().Queued == 1 }, "the call is queued")
 		cancel()
 		assert.ErrorIs(t, recv(t, errc), context.Canceled, "the caller returns at once, with ctx's error")
-		release()
+		proceed()
 		recv(t, held)
 		// The withdrawn packet is taken and skipped before this one runs.
 		_, err := Call(context.Background(), pl, func(context.Context) (int, error) { return 0, nil })
@@ -118,7 +118,7 @@ func TestCall(t *testing.T) {
 	t.Run("DiscardedByClose", func(t *testing.T) {
 		pl, err := newPort(t, 1).NewPool(1, nil, WithMaxWorkers(1))
 		require.NoError(t, err)
-		release, held := hold(t, pl)
+		proceed, held := hold(t, pl)
 		errc := make(chan error, 1)
 		go func() {
 			_, err := Call(context.Background(), pl, func(context.Context) (int, error) { return 0, nil })
@@ -128,14 +128,14 @@ func TestCall(t *testing.T) {
 		closed := make(chan error, 1)
 		go func() { closed <- pl.Close() }()
 		eventually(t, func() bool { return refusing(pl.port.gate.Load()) }, "Close began")
-		release()
+		proceed()
 		recv(t, held)
 		assert.ErrorIs(t, recv(t, errc), ErrClosed)
 		require.NoError(t, recv(t, closed))
 	})
 	t.Run("BoundedQueueWaitsForRoom", func(t *testing.T) {
 		pl := newPool(t, newPort(t, 1, WithQueueLimit(1)), 1, nil, WithMaxWorkers(1))
-		release, held := hold(t, pl)
+		proceed, held := hold(t, pl)
 		var wg sync.WaitGroup
 		var sum atomic.Int64
 		for i := range 5 {
@@ -146,7 +146,7 @@ func TestCall(t *testing.T) {
 			})
 		}
 		eventually(t, func() bool { return pl.Port().Stats().Queued == 1 }, "the queue is full")
-		release()
+		proceed()
 		recv(t, held)
 		wg.Wait()
 		assert.Equal(t, int64(0+1+2+3+4), sum.Load())
@@ -237,17 +237,17 @@ func TestGroup(t *testing.T) {
 	})
 	t.Run("TryGoFullQueue", func(t *testing.T) {
 		pl := newPool(t, newPort(t, 1, WithQueueLimit(1)), 1, nil, WithMaxWorkers(1))
-		release, held := hold(t, pl)
+		proceed, held := hold(t, pl)
 		g, _ := pl.Group(context.Background())
 		require.True(t, g.TryGo(func(context.Context) error { return nil }))
 		assert.False(t, g.TryGo(func(context.Context) error { return nil }), "the queue is full")
-		release()
+		proceed()
 		recv(t, held)
 		require.NoError(t, g.Wait())
 	})
 	t.Run("CallerCancelledTasksDoNotRun", func(t *testing.T) {
 		pl := newPool(t, newPort(t, 1), 1, nil, WithMaxWorkers(1))
-		release, held := hold(t, pl)
+		proceed, held := hold(t, pl)
 		ctx, cancel := context.WithCancel(context.Background())
 		g, _ := pl.Group(ctx)
 		var ran atomic.Int32
@@ -255,7 +255,7 @@ func TestGroup(t *testing.T) {
 			g.Go(func(context.Context) error { ran.Add(1); return nil })
 		}
 		cancel()
-		release()
+		proceed()
 		recv(t, held)
 		assert.ErrorIs(t, g.Wait(), context.Canceled)
 		assert.Zero(t, ran.Load())

@@ -77,7 +77,7 @@
 // has one: the reads of a handle run one after another on one goroutine,
 // the writes on another, positional operations and functions each on
 // their own. They exist while operations are pending and exit when the
-// handle is idle. On unix systems a Write to a socket whose buffer has
+// handle has none. On unix systems a Write to a socket whose buffer has
 // room completes in the calling goroutine. The concurrency value bounds the workers, which
 // run the program's code; these goroutines only wait for the sources.
 //

@@ -8,7 +8,7 @@ package iocp
 // completes by itself is pending: writes, positional operations and
 // functions, whose packets are on their way. Operations that wait on a
 // peer (reads, accepts) do not hold the drain up; the Close that ends it
-// aborts them, as http.Server.Shutdown closes idle connections. A pool's
+// aborts them, as http.Server.Shutdown closes connections that wait for a request. A pool's
 // close first aborts every operation, then waits for all of them
 // (quiet(true)), so that their packets reach the handlers.
 //

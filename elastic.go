@@ -2,7 +2,7 @@ package iocp
 
 // Elastic growth and retirement: a pool starts workers while every worker
 // is blocked and packets wait (grow), and those beyond NewPool's n retire
-// when idle (get, retire).
+// after WithIdleTimeout without a packet (get, retire).
 
 import (
 	"context"
@@ -14,11 +14,11 @@ var errRetired = errors.New("iocp: worker retired")
 
 // get takes a worker's next packet; the port's Close ends the wait
 // (ErrClosed). While the pool has more than n workers, a worker that is
-// given no packet for the idle timeout retires (errRetired), if the pool
-// still has more than n by then. On the pure-Go port the wait's timer is
-// the worker's own, made once; on a native port the wait takes a context
-// with a deadline, which allocates, as its kernel wait with any context
-// that can end does.
+// given no packet for the retire timeout (WithIdleTimeout) retires
+// (errRetired), if the pool still has more than n by then. On the pure-Go
+// port the wait's timer is the worker's own, made once; on a native port
+// the wait takes a context with a deadline, which allocates, as its kernel
+// wait with any context that can end does.
 func (pl *Pool) get(w *Worker, m *member, buf []Packet) (int, error) {
 	for {
 		if pl.size.Load() <= int64(pl.n) {
@@ -27,15 +27,15 @@ func (pl *Pool) get(w *Worker, m *member, buf []Packet) (int, error) {
 		var n int
 		var err error
 		if pl.port.native == nil {
-			w.idle = pl.idle
+			w.retireAfter = pl.retireAfter
 			n, err = w.get(context.Background(), buf, true)
-			w.idle = 0
+			w.retireAfter = 0
 		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), pl.idle)
+			ctx, cancel := context.WithTimeout(context.Background(), pl.retireAfter)
 			n, err = w.get(ctx, buf, true)
 			cancel()
 		}
-		if err != errIdle && err != context.DeadlineExceeded {
+		if err != errRetireTimeout && err != context.DeadlineExceeded {
 			return n, err
 		}
 		if pl.retire(m.i) {
@@ -60,8 +60,8 @@ func (pl *Pool) grow() {
 		return
 	}
 	var i int
-	if k := len(pl.free); k > 0 {
-		i, pl.free = pl.free[k-1], pl.free[:k-1]
+	if k := len(pl.spare); k > 0 {
+		i, pl.spare = pl.spare[k-1], pl.spare[:k-1]
 	} else {
 		cs := *pl.counters.Load()
 		i = len(cs)
@@ -108,7 +108,7 @@ func (pl *Pool) retire(i int) bool {
 	}
 	pl.size.Add(-1)
 	pl.retired.Add(1)
-	pl.free = append(pl.free, i)
+	pl.spare = append(pl.spare, i)
 	return true
 }
 

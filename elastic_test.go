@@ -12,7 +12,7 @@ import (
 )
 
 // The elastic pool: workers start while every worker is blocked and
-// packets wait, up to WithMaxWorkers, and those beyond n retire when idle.
+// packets wait, up to WithMaxWorkers, and those beyond n retire after WithIdleTimeout without a packet.
 // Most tests run in a synctest bubble, where synctest.Wait returns once
 // every goroutine of the pool is parked: what has started by then is all
 // that will, and no assertion waits on the clock. A bubble cannot tell a
@@ -29,16 +29,16 @@ func pureGoPort(t *testing.T) *Port {
 	return p
 }
 
-// blockers returns a handler that marks a wait on release with Blocking,
+// blockers returns a handler that marks a wait on proceed with Blocking,
 // counting the handlers inside it, and the most seen running (outside the
 // wait) at once.
-func blockers(release <-chan struct{}, inside, most *atomic.Int32, running *atomic.Int32) Handler {
+func blockers(proceed <-chan struct{}, inside, most *atomic.Int32, running *atomic.Int32) Handler {
 	return func(ctx context.Context, _ Packet) {
 		raise(most, running.Add(1))
 		running.Add(-1)
 		Blocking(ctx, func() {
 			inside.Add(1)
-			<-release
+			<-proceed
 			inside.Add(-1)
 		})
 	}
@@ -47,16 +47,16 @@ func blockers(release <-chan struct{}, inside, most *atomic.Int32, running *atom
 func TestPoolElastic(t *testing.T) {
 	t.Run("OnEitherBackend", func(t *testing.T) {
 		p := newPort(t, 1)
-		release := make(chan struct{})
+		proceed := make(chan struct{})
 		var inside, most, running atomic.Int32
-		pl := newPool(t, p, 1, blockers(release, &inside, &most, &running), WithMaxWorkers(4))
+		pl := newPool(t, p, 1, blockers(proceed, &inside, &most, &running), WithMaxWorkers(4))
 		for range 3 {
 			require.NoError(t, p.Post(Packet{}))
 		}
 		eventually(t, func() bool { return inside.Load() == 3 }, "3 handlers in their wait")
 		assert.Equal(t, 3, pl.Workers())
 		assert.Equal(t, uint64(2), pl.Stats().Grown)
-		close(release)
+		close(proceed)
 		eventually(t, func() bool { return pl.Stats().Handled == 3 }, "all handled")
 		if concurrencyEnforced() {
 			assert.Equal(t, int32(1), most.Load(), "the concurrency value holds")
@@ -66,9 +66,9 @@ func TestPoolElastic(t *testing.T) {
 	t.Run("GrowsWhileAllBlocked", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release := make(chan struct{})
+			proceed := make(chan struct{})
 			var inside, most, running atomic.Int32
-			pl := newPool(t, p, 1, blockers(release, &inside, &most, &running), WithMaxWorkers(4))
+			pl := newPool(t, p, 1, blockers(proceed, &inside, &most, &running), WithMaxWorkers(4))
 			for range 3 {
 				require.NoError(t, p.Post(Packet{}))
 			}
@@ -77,7 +77,7 @@ func TestPoolElastic(t *testing.T) {
 			assert.Equal(t, 3, pl.Workers())
 			assert.Equal(t, uint64(2), pl.Stats().Grown)
 			assert.Equal(t, 0, p.Stats().Queued)
-			close(release)
+			close(proceed)
 			synctest.Wait()
 			assert.Equal(t, int32(1), most.Load(), "the concurrency value holds")
 		})
@@ -86,9 +86,9 @@ func TestPoolElastic(t *testing.T) {
 	t.Run("UpToTheMaximum", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release := make(chan struct{})
+			proceed := make(chan struct{})
 			var inside, most, running atomic.Int32
-			pl := newPool(t, p, 1, blockers(release, &inside, &most, &running), WithMaxWorkers(3))
+			pl := newPool(t, p, 1, blockers(proceed, &inside, &most, &running), WithMaxWorkers(3))
 			for range 10 {
 				require.NoError(t, p.Post(Packet{}))
 			}
@@ -96,7 +96,7 @@ func TestPoolElastic(t *testing.T) {
 			assert.Equal(t, int32(3), inside.Load())
 			assert.Equal(t, 3, pl.Workers())
 			assert.Equal(t, 7, p.Stats().Queued)
-			close(release)
+			close(proceed)
 			synctest.Wait()
 			assert.Equal(t, 0, p.Stats().Queued, "all handled")
 			assert.Equal(t, uint64(10), pl.Stats().Handled)
@@ -109,8 +109,8 @@ func TestPoolElastic(t *testing.T) {
 		// is not starved, and no worker starts.
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release := make(chan struct{})
-			pl := newPool(t, p, 1, func(context.Context, Packet) { <-release }, WithMaxWorkers(4))
+			proceed := make(chan struct{})
+			pl := newPool(t, p, 1, func(context.Context, Packet) { <-proceed }, WithMaxWorkers(4))
 			for range 3 {
 				require.NoError(t, p.Post(Packet{}))
 			}
@@ -118,7 +118,7 @@ func TestPoolElastic(t *testing.T) {
 			assert.Equal(t, 1, pl.Workers())
 			assert.Equal(t, uint64(0), pl.Stats().Grown)
 			assert.Equal(t, 2, p.Stats().Queued)
-			close(release)
+			close(proceed)
 			synctest.Wait()
 		})
 	})
@@ -126,37 +126,37 @@ func TestPoolElastic(t *testing.T) {
 	t.Run("FixedPool", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release := make(chan struct{})
+			proceed := make(chan struct{})
 			var inside, most, running atomic.Int32
-			pl := newPool(t, p, 2, blockers(release, &inside, &most, &running), WithMaxWorkers(2))
+			pl := newPool(t, p, 2, blockers(proceed, &inside, &most, &running), WithMaxWorkers(2))
 			for range 4 {
 				require.NoError(t, p.Post(Packet{}))
 			}
 			synctest.Wait()
 			assert.Equal(t, int32(2), inside.Load())
 			assert.Equal(t, 2, pl.Workers())
-			close(release)
+			close(proceed)
 			synctest.Wait()
 		})
 	})
 
-	t.Run("RetiresIdleWorkers", func(t *testing.T) {
+	t.Run("RetiresWorkersWithoutPackets", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release := make(chan struct{})
+			proceed := make(chan struct{})
 			var inside, most, running atomic.Int32
-			pl := newPool(t, p, 1, blockers(release, &inside, &most, &running),
+			pl := newPool(t, p, 1, blockers(proceed, &inside, &most, &running),
 				WithMaxWorkers(4), WithIdleTimeout(time.Minute))
 			for range 4 {
 				require.NoError(t, p.Post(Packet{}))
 			}
 			synctest.Wait()
 			require.Equal(t, 4, pl.Workers())
-			close(release)
+			close(proceed)
 			synctest.Wait()
 			time.Sleep(time.Minute - time.Second)
 			synctest.Wait()
-			assert.Equal(t, 4, pl.Workers(), "not before the idle timeout")
+			assert.Equal(t, 4, pl.Workers(), "not before the retire timeout")
 			time.Sleep(2 * time.Second)
 			synctest.Wait()
 			assert.Equal(t, 1, pl.Workers(), "back to n")
@@ -170,7 +170,7 @@ func TestPoolElastic(t *testing.T) {
 		})
 	})
 
-	t.Run("RetiredSlotsAreReused", func(t *testing.T) {
+	t.Run("RetiredIndexesAreReused", func(t *testing.T) {
 		// Growing again after a retirement reuses the workers' indexes: the
 		// counters, and the "iocp.worker" labels, stay within the maximum.
 		synctest.Test(t, func(t *testing.T) {
@@ -201,9 +201,9 @@ func TestPoolElastic(t *testing.T) {
 	t.Run("StopsWithThePool", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release := make(chan struct{})
+			proceed := make(chan struct{})
 			var inside, most, running atomic.Int32
-			pl, err := p.NewPool(1, blockers(release, &inside, &most, &running), WithMaxWorkers(8))
+			pl, err := p.NewPool(1, blockers(proceed, &inside, &most, &running), WithMaxWorkers(8))
 			require.NoError(t, err)
 			for range 20 {
 				require.NoError(t, p.Post(Packet{}))
@@ -213,7 +213,7 @@ func TestPoolElastic(t *testing.T) {
 			done := make(chan error)
 			go func() { done <- pl.Shutdown(context.Background()) }()
 			synctest.Wait()
-			close(release)
+			close(proceed)
 			assert.NoError(t, <-done)
 			assert.Equal(t, uint64(20), pl.Stats().Handled, "Shutdown drained the queue")
 		})
@@ -231,7 +231,7 @@ func TestPoolElasticOptions(t *testing.T) {
 	assert.ErrorContains(t, err, "WithMaxWorkers(3)")
 	pl := newPool(t, p, 0, nil)
 	assert.Equal(t, defaultMaxWorkers, pl.max)
-	assert.Equal(t, defaultIdleTimeout, pl.idle)
+	assert.Equal(t, defaultRetireAfter, pl.retireAfter)
 	pl.Close()
 	p = newPort(t, 2)
 	pl = newPool(t, p, 300, nil)

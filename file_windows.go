@@ -134,13 +134,13 @@ func (f *File) start(ov *Overlapped, b []byte, op opKind) error {
 	if n.closed.Load() {
 		return ErrClosed
 	}
-	if !ov.o.state.CompareAndSwap(ovIdle, ovPending) {
+	if !ov.o.state.CompareAndSwap(ovReady, ovPending) {
 		return ErrPending
 	}
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
-		ov.o.state.Store(ovIdle)
+		ov.o.state.Store(ovReady)
 		return ErrHandleClosed
 	}
 	// Everything the completion needs is in place before the call: its
@@ -167,7 +167,7 @@ func (f *File) start(ov *Overlapped, b []byte, op opKind) error {
 	delete(f.pending, ov)
 	f.mu.Unlock()
 	n.k.ops.take(addr)
-	ov.o.state.Store(ovIdle)
+	ov.o.state.Store(ovReady)
 	return opError(op, e)
 }
 
@@ -223,7 +223,7 @@ type opTable struct {
 	mu     sync.Mutex
 	chunks []*[chunkOps]windows.Overlapped // guarded by mu
 	ops    []fileOp                        // guarded by mu; ops[i] is OVERLAPPED i
-	free   []int                           // guarded by mu
+	vacant []int                           // guarded by mu; indexes of ops that hold no operation
 }
 
 const chunkOps = 256
@@ -240,17 +240,17 @@ type fileOp struct {
 func (t *opTable) put(f *File, ov *Overlapped, b []byte, op opKind) (uintptr, *windows.Overlapped) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.free) == 0 {
+	if len(t.vacant) == 0 {
 		c := new([chunkOps]windows.Overlapped)
 		base := len(t.ops)
 		t.chunks = append(t.chunks, c)
 		t.ops = append(t.ops, make([]fileOp, chunkOps)...)
 		for i := chunkOps - 1; i >= 0; i-- {
-			t.free = append(t.free, base+i)
+			t.vacant = append(t.vacant, base+i)
 		}
 	}
-	i := t.free[len(t.free)-1]
-	t.free = t.free[:len(t.free)-1]
+	i := t.vacant[len(t.vacant)-1]
+	t.vacant = t.vacant[:len(t.vacant)-1]
 	o := &t.ops[i]
 	o.f, o.ov, o.op = f, ov, op
 	kov := &t.chunks[i/chunkOps][i%chunkOps]
@@ -279,7 +279,7 @@ func (t *opTable) take(addr uintptr) (*File, *Overlapped, opKind, windows.NTStat
 		o.pin.Unpin()
 		f, ov := o.f, o.ov
 		o.f, o.ov = nil, nil
-		t.free = append(t.free, i)
+		t.vacant = append(t.vacant, i)
 		return f, ov, o.op, status
 	}
 	panic("iocp: a completion's OVERLAPPED is not one of this port's")
@@ -289,5 +289,5 @@ func (t *opTable) take(addr uintptr) (*File, *Overlapped, opKind, windows.NTStat
 func (t *opTable) inFlight() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.ops) - len(t.free)
+	return len(t.ops) - len(t.vacant)
 }

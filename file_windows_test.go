@@ -146,7 +146,7 @@ func TestFile(t *testing.T) {
 		require.NoError(t, p.Close())
 		assert.Equal(t, uint64(4), p.Stats().Discarded, "three aborted reads and a posted packet")
 		for i := range ovs {
-			assert.Equal(t, uint32(ovIdle), ovs[i].o.state.Load(), "ov %d is free again", i)
+			assert.Equal(t, uint32(ovReady), ovs[i].o.state.Load(), "ov %d is ready again", i)
 		}
 		assert.ErrorIs(t, fs.Close(), ErrHandleClosed, "Port.Close closed it")
 		windows.CloseHandle(client)

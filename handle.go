@@ -6,10 +6,11 @@ package iocp
 //
 // Invariants, all under Handle.mu:
 //   - An Overlapped is pending from its start (the CAS of its state from
-//     ovIdle to ovPending) until its completion is handed to the port; in
+//     ovReady to ovPending) until its completion is handed to the port; in
 //     that time ov.h points to the handle, and the Overlapped is in exactly
 //     one place: a lane's queue (not started), a lane's cur (running), or
-//     the handle's list of running free operations.
+//     the handle's list of running unordered operations (those of no
+//     lane, laneNone).
 //   - A lane has a goroutine (active) whenever its queue is not empty or
 //     cur is set; only that goroutine sets cur.
 //   - dirty means a deadline was set on the source to interrupt a lane's
@@ -98,10 +99,10 @@ type Handle struct {
 	// nil when the source cannot be interrupted.
 	interrupt [2]func(now bool) error
 
-	mu     sync.Mutex
-	closed bool        // guarded by mu
-	lanes  [2]lane     // guarded by mu
-	free   *Overlapped // running free operations; guarded by mu
+	mu        sync.Mutex
+	closed    bool        // guarded by mu
+	lanes     [2]lane     // guarded by mu
+	unordered *Overlapped // running operations of no lane (laneNone); guarded by mu
 }
 
 // Key returns the handle's completion key.
@@ -239,7 +240,7 @@ func (h *Handle) start(ov *Overlapped, op opKind, ln int, buf []byte, to net.Add
 	// Takes the Overlapped: of two starts on it, one wins. The operation's
 	// fields, written next, reach its goroutine through h.mu, or through
 	// the go statement that starts that goroutine.
-	if !o.state.CompareAndSwap(ovIdle, ovPending) {
+	if !o.state.CompareAndSwap(ovReady, ovPending) {
 		return ErrPending
 	}
 	o.op, o.lane, o.buf, o.to, o.fn = op, int8(ln), buf, to, fn
@@ -296,13 +297,13 @@ func opsDelta(ln int8) uint64 {
 }
 
 // handOver gives the started operation ov to the goroutine that will run
-// it, or runs a socket Write at once (writeNow). h.mu is held on entry and
-// released on return.
+// it, or runs a socket Write at once (writeNow). h.mu is held when it is
+// called and unlocked on return.
 func (h *Handle) handOver(ov *Overlapped, ctx context.Context) {
 	o := &ov.o
 	if o.lane == laneNone {
-		h.pushFree(ov)
-		go h.runFree(ov, ctx)
+		h.pushUnordered(ov)
+		go h.runUnordered(ov, ctx)
 		h.mu.Unlock()
 		return
 	}
@@ -358,7 +359,7 @@ func (h *Handle) Cancel(ov *Overlapped) error {
 func (h *Handle) CancelAll() error {
 	h.mu.Lock()
 	dropped := h.cancelAllLocked()
-	running := h.free != nil || h.lanes[0].cur != nil || h.lanes[1].cur != nil
+	running := h.unordered != nil || h.lanes[0].cur != nil || h.lanes[1].cur != nil
 	h.mu.Unlock()
 	for _, ov := range dropped {
 		h.complete(ov, 0, ErrAborted, false)
@@ -406,7 +407,7 @@ func (h *Handle) cancelAllLocked() []*Overlapped {
 			h.cancelLocked(l.cur)
 		}
 	}
-	for ov := h.free; ov != nil; ov = ov.o.next {
+	for ov := h.unordered; ov != nil; ov = ov.o.next {
 		h.cancelLocked(ov)
 	}
 	return dropped
@@ -431,9 +432,9 @@ func (h *Handle) Close() error {
 	h.mu.Unlock()
 
 	var err error
-	// Asked for here, not kept in the Handle: an idle Handle's size is
-	// what a server holds per connection (TestIdleHandleCost in
-	// examples/echo), and another interface field would grow it.
+	// Asked for here, not kept in the Handle: the size of a Handle with no
+	// operation pending is what a server holds per connection
+	// (TestHandleCostWithoutOperations in examples/echo), and another interface field would grow it.
 	if c, ok := h.src.(io.Closer); ok {
 		err = c.Close()
 	}

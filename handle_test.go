@@ -145,7 +145,7 @@ func bytesByKey(t *testing.T, n int, next func() Packet) map[any]int {
 }
 
 // nothingQueued asserts that no packet is queued, now and after a pause
-// long enough for a wrong one to arrive on an idle machine. (A passing
+// long enough for a wrong one to arrive on an unloaded machine. (A passing
 // run proves nothing about speed: a slow machine only makes this weaker.)
 func nothingQueued(t *testing.T, p *Port) {
 	t.Helper()
@@ -154,12 +154,12 @@ func nothingQueued(t *testing.T, p *Port) {
 }
 
 // blockingReader is a source that cannot be interrupted: its Read returns
-// only when a line is sent on release.
+// only when a line is sent on lines.
 type blockingReader struct {
-	release chan string
+	lines chan string
 }
 
-func (r *blockingReader) Read(b []byte) (int, error) { return copy(b, <-r.release), nil }
+func (r *blockingReader) Read(b []byte) (int, error) { return copy(b, <-r.lines), nil }
 
 // untilRunning waits until a Read of h's is running: a cancel then interrupts
 // it rather than dropping it before it starts.
@@ -376,7 +376,7 @@ func testS40(t *testing.T) {
 		}
 	})
 
-	t.Run("idle handle holds no goroutine", func(t *testing.T) {
+	t.Run("a handle with no operation holds no goroutine", func(t *testing.T) {
 		base := runtime.NumGoroutine()
 		const n = 50
 		for i := range n {
@@ -388,7 +388,7 @@ func testS40(t *testing.T) {
 			nextOn(t, p)
 		}
 		eventually(t, func() bool { return runtime.NumGoroutine() <= base },
-			"%d idle handles hold no goroutine (base %d, now %d)", n, base, runtime.NumGoroutine())
+			"%d handles with no operation hold no goroutine (base %d, now %d)", n, base, runtime.NumGoroutine())
 	})
 }
 
@@ -513,13 +513,13 @@ func testS43(t *testing.T) {
 	assert.ErrorIs(t, h.Read(&ov, buf), ErrClosed)
 	assert.ErrorIs(t, hd.Close(), ErrHandleClosed, "Close closed it")
 
-	// Nothing was queued by any of it, and every Overlapped is free again.
+	// Nothing was queued by any of it, and every Overlapped is ready again.
 	assert.Zero(t, p.Stats().Queued)
 	eventually(t, func() bool { return p.Stats().Discarded == posted+1 }, "the posted packets and the aborted read")
 	q := newPort(t, 1)
 	hb := associate(t, q, &bytes.Buffer{}, "buf")
-	require.NoError(t, hb.Write(&ov, []byte("free")))
-	require.NoError(t, hb.Write(&draining, []byte("free")))
+	require.NoError(t, hb.Write(&ov, []byte("ready")))
+	require.NoError(t, hb.Write(&draining, []byte("ready")))
 }
 
 func testS44(t *testing.T) {
@@ -599,13 +599,13 @@ func testS44(t *testing.T) {
 	})
 
 	t.Run("uninterruptible", func(t *testing.T) {
-		r := &blockingReader{release: make(chan string)}
+		r := &blockingReader{lines: make(chan string)}
 		h := associate(t, p, r, "reader")
 		var ov Overlapped
 		buf := make([]byte, 8)
 		cancelRunning(t, h, &ov, func() error { return h.Read(&ov, buf) })
 		nothingQueued(t, p)
-		r.release <- "late"
+		r.lines <- "late"
 		pkt := nextOn(t, p)
 		require.NoError(t, pkt.Err, "its normal result")
 		assert.Equal(t, "late", string(buf[:pkt.Bytes]))
@@ -662,13 +662,13 @@ func testS44(t *testing.T) {
 	t.Run("bad input", func(t *testing.T) {
 		_, server := tcpPair(t)
 		h := associate(t, p, server, "conn")
-		other := associate(t, p, &blockingReader{release: make(chan string, 1)}, "other")
+		other := associate(t, p, &blockingReader{lines: make(chan string, 1)}, "other")
 		assert.ErrorIs(t, h.Cancel(nil), ErrInvalid)
 		var ov Overlapped
 		assert.ErrorIs(t, h.Cancel(&ov), ErrNotPending)
 		require.NoError(t, other.Read(&ov, make([]byte, 1)))
 		assert.ErrorIs(t, h.Cancel(&ov), ErrNotPending, "pending on another handle")
-		other.Source().(*blockingReader).release <- "x"
+		other.Source().(*blockingReader).lines <- "x"
 		require.NoError(t, nextOn(t, p).Err)
 	})
 }
@@ -720,7 +720,7 @@ func testS45(t *testing.T) {
 		abortedOnce(t, w, ovs)
 		nothingQueued(t, p)
 
-		// The source is released: closed, and free to associate again.
+		// The source is closed, and its association ended: it may be associated again.
 		_, err := client.Read(make([]byte, 1))
 		assert.ErrorIs(t, err, io.EOF, "the peer sees the connection closed")
 		h2, err := p.Associate(server, "again")

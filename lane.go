@@ -9,8 +9,8 @@ package iocp
 // WriteTo); a lane runs its operations one at a time, in the order they
 // were started, on one goroutine that exists while the lane has work and
 // exits when it is empty. Positional operations (ReadAt, WriteAt) and
-// functions (Call, Do) run at once, each on its own goroutine. An idle
-// handle therefore holds no goroutine.
+// functions (Call, Do) run at once, each on its own goroutine. A handle
+// with no operation pending therefore holds no goroutine.
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 const (
 	laneRead  = 0
 	laneWrite = 1
-	laneNone  = -1 // runs at once on its own goroutine
+	laneNone  = -1 // unordered: runs at once on its own goroutine
 )
 
 // lane is one direction of a stream. All fields are guarded by Handle.mu.
@@ -74,17 +74,19 @@ func (l *lane) remove(ov *Overlapped) bool {
 	return false
 }
 
-func (h *Handle) pushFree(ov *Overlapped) {
-	ov.o.prev, ov.o.next = nil, h.free
-	if h.free != nil {
-		h.free.o.prev = ov
+// pushUnordered adds ov to the handle's running unordered operations.
+func (h *Handle) pushUnordered(ov *Overlapped) {
+	ov.o.prev, ov.o.next = nil, h.unordered
+	if h.unordered != nil {
+		h.unordered.o.prev = ov
 	}
-	h.free = ov
+	h.unordered = ov
 }
 
-func (h *Handle) unlinkFree(ov *Overlapped) {
+// unlinkUnordered takes ov off the handle's running unordered operations.
+func (h *Handle) unlinkUnordered(ov *Overlapped) {
 	if ov.o.prev == nil {
-		h.free = ov.o.next
+		h.unordered = ov.o.next
 	} else {
 		ov.o.prev.o.next = ov.o.next
 	}
@@ -145,12 +147,12 @@ func (h *Handle) undoInterrupt(ln int) {
 	}
 }
 
-// writeNow runs a Write on an idle write lane in the calling goroutine,
+// writeNow runs a Write on an empty write lane in the calling goroutine,
 // as far as the socket takes it without waiting: a socket whose buffer
 // has room takes a short write whole, and the operation then completes
 // with no goroutine started. What the socket does not take is left to the
 // lane's goroutine. Either way the packet is queued as for any operation.
-// h.mu is held on entry and released on return.
+// h.mu is held when it is called and unlocked on return.
 func (h *Handle) writeNow(ov *Overlapped) {
 	l := &h.lanes[laneWrite]
 	l.active = true
@@ -180,11 +182,13 @@ func (h *Handle) writeNow(ov *Overlapped) {
 	h.mu.Unlock()
 }
 
-// runFree runs one free operation.
-func (h *Handle) runFree(ov *Overlapped, ctx context.Context) {
+// runUnordered runs one unordered operation: one of no lane (laneNone),
+// a positional operation or a function, which runs at once on its own
+// goroutine.
+func (h *Handle) runUnordered(ov *Overlapped, ctx context.Context) {
 	n, err := h.perform(ov, ctx)
 	h.mu.Lock()
-	h.unlinkFree(ov)
+	h.unlinkUnordered(ov)
 	aborted := h.finish(ov)
 	h.mu.Unlock()
 	h.complete(ov, n, err, aborted)
@@ -238,7 +242,7 @@ func (h *Handle) complete(ov *Overlapped, n int, err error, aborted bool) {
 	if aborted && err != nil {
 		err = &abortError{err}
 	}
-	o.release()
+	o.clearArgs()
 	o.n, o.err = n, err
 	// Marks the result as waiting for its dequeue; the post below, not
 	// this store, publishes it to the Get that returns the packet (a post

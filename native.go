@@ -30,7 +30,7 @@ import (
 //   - attach makes t the calling thread, which the caller has locked;
 //     current reports whether the calling thread is t; detach ends t's
 //     association with the port, so that the kernel no longer counts it, and
-//     releases what attach took. detach runs on t.
+//     gives back what attach took. detach runs on t.
 //   - seal makes post return ErrClosed from here on; every post that
 //     returns nil, before or during seal, has queued its packet by the
 //     time seal returns.

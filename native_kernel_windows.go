@@ -13,13 +13,13 @@ import (
 // kernelPort is a Windows I/O completion port made by
 // CreateIoCompletionPort: the native backend's queue, whose waiters the
 // kernel releases in LIFO order and whose concurrency value the kernel
-// enforces for the threads that wait on it. Posted packets live in slots;
-// the kernel carries each one's slot number as the completion key and its
-// Bytes as the bytes transferred. The backend built on it is nativePort.
+// enforces for the threads that wait on it. Posted packets live in entries
+// of a table; the kernel carries each one's entry number as the completion
+// key and its Bytes as the bytes transferred. The backend built on it is nativePort.
 type kernelPort struct {
-	h     windows.Handle
-	slots slotTable // posted packets
-	ops   opTable   // File operations in flight
+	h       windows.Handle
+	packets packetTable // posted packets
+	ops     opTable     // File operations in flight
 }
 
 func newKernelPort(concurrency int) (*kernelPort, error) {
@@ -33,12 +33,12 @@ func newKernelPort(concurrency int) (*kernelPort, error) {
 // post queues *pkt: PostQueuedCompletionStatus. With limit > 0 it
 // returns ErrQueueFull when limit posted packets are queued.
 func (k *kernelPort) post(pkt *Packet, limit int) error {
-	s, ok := k.slots.put(pkt, limit)
+	e, ok := k.packets.put(pkt, limit)
 	if !ok {
 		return ErrQueueFull
 	}
-	if err := windows.PostQueuedCompletionStatus(k.h, uint32(pkt.Bytes), s, nil); err != nil {
-		k.slots.take(s)
+	if err := windows.PostQueuedCompletionStatus(k.h, uint32(pkt.Bytes), e, nil); err != nil {
+		k.packets.take(e)
 		return kernelError("PostQueuedCompletionStatus", err)
 	}
 	return nil
@@ -48,7 +48,7 @@ func (k *kernelPort) post(pkt *Packet, limit int) error {
 // packets and takes up to len(dst) of them, oldest first, with
 // GetQueuedCompletionStatusEx; an alertable wait also ends when an APC
 // runs on the thread (errInterrupted). A packet is a posted one, found in
-// the slot table by its key, or the completion of a File's operation,
+// the packet table by its key, or the completion of a File's operation,
 // found in the operation table by its OVERLAPPED.
 //
 // GetQueuedCompletionStatusEx is called with syscall.SyscallN and its
@@ -56,23 +56,23 @@ func (k *kernelPort) post(pkt *Packet, limit int) error {
 // the heap, and x/sys/windows would box every WAIT_TIMEOUT into an error,
 // an allocation each.
 func (k *kernelPort) get(dst []Packet, timeout uint32, alertable bool) (int, error) {
-	entries := entriesPool.Get().(*[maxBatch]overlappedEntry)
-	defer entriesPool.Put(entries)
+	batch := batchPool.Get().(*[maxBatch]overlappedEntry)
+	defer batchPool.Put(batch)
 	count := min(len(dst), maxBatch)
 	var removed uint32
 	r, _, e := syscall.SyscallN(getQueuedCompletionStatusEx.Addr(), uintptr(k.h),
-		uintptr(unsafe.Pointer(&entries[0])), uintptr(count),
+		uintptr(unsafe.Pointer(&batch[0])), uintptr(count),
 		uintptr(unsafe.Pointer(&removed)), uintptr(timeout), boolArg(alertable))
 	if r == 0 {
 		return 0, errnoError("GetQueuedCompletionStatusEx", e)
 	}
-	for i, e := range entries[:removed] {
-		if e.Overlapped == 0 {
-			dst[i] = k.slots.take(e.Key)
+	for i, oe := range batch[:removed] {
+		if oe.Overlapped == 0 {
+			dst[i] = k.packets.take(oe.Key)
 			continue
 		}
-		f, ov, op, status := k.ops.take(e.Overlapped)
-		dst[i] = f.complete(ov, op, e.Bytes, status)
+		f, ov, op, status := k.ops.take(oe.Overlapped)
+		dst[i] = f.complete(ov, op, oe.Bytes, status)
 	}
 	return int(removed), nil
 }
@@ -102,9 +102,9 @@ type overlappedEntry struct {
 	Bytes      uint32
 }
 
-// entriesPool holds the OVERLAPPED_ENTRY arrays of get, so that a wait
+// batchPool holds the OVERLAPPED_ENTRY arrays of get, so that a wait
 // allocates nothing.
-var entriesPool = sync.Pool{New: func() any { return new([maxBatch]overlappedEntry) }}
+var batchPool = sync.Pool{New: func() any { return new([maxBatch]overlappedEntry) }}
 
 // maxBatch bounds one GetQueuedCompletionStatusEx call.
 const maxBatch = 64
@@ -118,7 +118,7 @@ func boolArg(b bool) uintptr {
 
 // close closes the port's handle: every thread waiting on it returns
 // ERROR_ABANDONED_WAIT_0, which get maps to ErrClosed. The packets still
-// queued are dropped by the kernel; their slots are freed with the table.
+// queued are dropped by the kernel; their entries go with the table.
 func (k *kernelPort) close() error {
 	if err := windows.CloseHandle(k.h); err != nil {
 		return kernelError("CloseHandle", err)

@@ -247,7 +247,7 @@ func awaitZero(c *atomic.Int64) {
 
 // len counts the posted packets: the kernel knows its queue's depth but
 // does not say, and a File's completion is known when it is dequeued.
-func (n *nativePort) len() int { return n.k.slots.len() }
+func (n *nativePort) len() int { return n.k.packets.len() }
 
 func (n *nativePort) close(drop func(*Packet)) int {
 	n.mu.Lock()
@@ -294,8 +294,8 @@ func (n *nativePort) close(drop func(*Packet)) int {
 	clear(n.threads)
 	n.mu.Unlock()
 	// The kernel dropped the posted packets still queued with the handle;
-	// their slots are what is left in the table.
-	return dropped + n.k.slots.drain(drop)
+	// their entries are what is left in the table.
+	return dropped + n.k.packets.drain(drop)
 }
 
 var (

@@ -11,16 +11,16 @@ package iocp
 // function under the synchronization named:
 //
 //	from        to          by                          under
-//	ovIdle      ovPending   Handle.start                the CAS itself: of two starts, one wins
-//	ovPending   ovIdle      Handle.start, refused       the starting goroutine still owns it (reset)
+//	ovReady     ovPending   Handle.start                the CAS itself: of two starts, one wins
+//	ovPending   ovReady     Handle.start, refused       the starting goroutine still owns it (reset)
 //	ovPending   ovDone      Handle.complete             the goroutine that ran it, after Handle.finish under Handle.mu
 //	ovDone      ovSettling  Overlapped.settle, discard  the CAS: of two packets carrying one Overlapped, one settles it
-//	ovSettling  ovIdle      settle, drop                the dequeuing goroutine; the next start's CAS synchronizes with this store
-//	ovDone      ovIdle      Handle.complete, refused    the completing goroutine: the port is closed and the result is dropped
+//	ovSettling  ovReady     settle, drop                the dequeuing goroutine; the next start's CAS synchronizes with this store
+//	ovDone      ovReady     Handle.complete, refused    the completing goroutine: the port is closed and the result is dropped
 //
 // A Get that dequeues an operation's packet settles it (settleAll): the
 // result moves from opState into the exported fields, and the Overlapped
-// is idle again when the Get returns (SPEC S42).
+// is ready again when the Get returns (SPEC S42).
 
 import (
 	"context"
@@ -62,7 +62,7 @@ type Overlapped struct {
 
 // The states of an Overlapped.
 const (
-	ovIdle     = iota // no operation; the caller owns the Overlapped
+	ovReady    = iota // no operation; the caller owns the Overlapped, which may start one
 	ovPending         // started, not yet completed
 	ovDone            // completed: the result waits in res for the dequeue
 	ovSettling        // a Get is copying the result out
@@ -88,7 +88,7 @@ var opNames = [...]string{"Read", "Write", "ReadAt", "WriteAt", "Accept", "ReadF
 // operation before the operation is handed over, and then only by the
 // goroutine that runs it, or under Handle.mu.
 type opState struct {
-	state atomic.Uint32 // ovIdle, ovPending, ovDone, ovSettling
+	state atomic.Uint32 // ovReady, ovPending, ovDone, ovSettling
 	h     atomic.Value  // *Handle: the handle while pending; read by Cancel of any handle
 
 	op      opKind
@@ -97,8 +97,8 @@ type opState struct {
 	to      net.Addr           // WriteTo's destination
 	fn      Func               // Call's or Do's function
 	cancel  context.CancelFunc // ends fn's context; nil for other operations
-	next    *Overlapped        // a lane's queue, or the handle's free list; under Handle.mu
-	prev    *Overlapped        // the free list; under Handle.mu
+	next    *Overlapped        // a lane's queue, or the handle's unordered list; under Handle.mu
+	prev    *Overlapped        // the unordered list; under Handle.mu
 	aborted bool               // Cancel or Close reached it; under Handle.mu
 	written int                // the part of a Write that writeNow wrote
 
@@ -119,7 +119,7 @@ func (o *opState) handle() *Handle {
 
 // drop forgets a completed operation's result that nobody will see: a
 // connection that an Accept made is closed, and the Overlapped becomes
-// idle.
+// ready.
 func (o *opState) drop() {
 	if o.conn != nil {
 		o.conn.Close()
@@ -128,7 +128,7 @@ func (o *opState) drop() {
 }
 
 // settle copies a completed operation's result into ov's exported fields
-// and makes ov idle. It runs in the goroutine that dequeues the packet,
+// and makes ov ready. It runs in the goroutine that dequeues the packet,
 // whose Get returns right after, so the caller reads the fields with no
 // race (SPEC S42). A packet posted with an Overlapped that is not done
 // leaves it alone. settle reports whether it settled a result.
@@ -145,12 +145,12 @@ func (ov *Overlapped) settle() bool {
 	o.n, o.err, o.addr, o.conn = 0, nil, nil, nil
 	// Hands the Overlapped back: the CAS in the next start synchronizes
 	// with this store, so that operation's writes come after this copy.
-	o.state.Store(ovIdle)
+	o.state.Store(ovReady)
 	return true
 }
 
 // discard drops a completed operation's result, for a packet that Close
-// takes off the queue: the Overlapped becomes idle, and a connection that
+// takes off the queue: the Overlapped becomes ready, and a connection that
 // an Accept made, which nobody will see, is closed.
 func (ov *Overlapped) discard() {
 	if ov.o.state.Load() != ovDone || !ov.o.state.CompareAndSwap(ovDone, ovSettling) {
@@ -160,17 +160,17 @@ func (ov *Overlapped) discard() {
 }
 
 // reset forgets an operation that did not start, or whose completion was
-// dropped, and makes the Overlapped idle.
+// dropped, and makes the Overlapped ready.
 func (o *opState) reset() {
-	o.release()
+	o.clearArgs()
 	o.n, o.err, o.addr, o.conn = 0, nil, nil, nil
 	o.h.Store((*Handle)(nil))
-	o.state.Store(ovIdle)
+	o.state.Store(ovReady)
 }
 
-// release drops what the operation held: its buffer, its destination,
-// its function and the function's context.
-func (o *opState) release() {
+// clearArgs drops what the operation was started with: its buffer, its
+// destination, its function and the function's context, which it ends.
+func (o *opState) clearArgs() {
 	if o.cancel != nil {
 		o.cancel()
 	}

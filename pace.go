@@ -28,7 +28,7 @@ package iocp
 //     Linux's workqueue goes on counting a work item that burns CPU. At
 //     0, CPU work wrapped in Blocking is bounded by the concurrency
 //     value, as a semaphore of GOMAXPROCS would bound it.
-// A region that waits lets the CPU go idle, and the next tick hands its
+// A region that waits leaves the CPU room, and the next tick hands its
 // slot on; one that computes keeps the CPU busy, and keeps its slot. The
 // pacer's reaction is a tick or two (BenchmarkPace measures it). Regions
 // whose slot is freed are never taken back: a region cannot be preempted;

@@ -43,12 +43,12 @@ type Handler func(ctx context.Context, pkt Packet)
 // The zero Pool is not usable, and a Pool must not be copied. Its methods
 // are safe for concurrent use.
 type Pool struct {
-	port    *Port
-	handler Handler
-	onError func(error)
-	n       int           // the workers it keeps: NewPool's n
-	max     int           // the most it runs (WithMaxWorkers); n when fixed
-	idle    time.Duration // how long a worker beyond n waits before it retires
+	port        *Port
+	handler     Handler
+	onError     func(error)
+	n           int           // the workers it keeps: NewPool's n
+	max         int           // the most it runs (WithMaxWorkers); n when fixed
+	retireAfter time.Duration // how long a worker beyond n waits for a packet before it retires (WithIdleTimeout)
 
 	ctx    context.Context // the handlers' context, without the worker
 	cancel context.CancelFunc
@@ -68,7 +68,7 @@ type Pool struct {
 	// Elastic workers (elastic.go): grow and retire. size and starting
 	// change under mu; the fast checks load them without it.
 	mu       sync.Mutex
-	free     []int        // indexes of retired workers, for the next to start; guarded by mu
+	spare    []int        // indexes of retired workers, for the next to start; guarded by mu
 	size     atomic.Int64 // workers now
 	starting atomic.Int64 // workers started whose first Get has not returned
 	grown    atomic.Uint64
@@ -157,8 +157,8 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	case c.max < n:
 		return nil, fmt.Errorf("%w: WithMaxWorkers(%d) below the pool's %d workers", ErrInvalid, c.max, n)
 	}
-	if c.idle == 0 {
-		c.idle = defaultIdleTimeout
+	if c.retireAfter == 0 {
+		c.retireAfter = defaultRetireAfter
 	}
 	switch {
 	case c.stallBlock && c.onStall == nil:
@@ -169,7 +169,7 @@ func (p *Port) NewPool(n int, handler Handler, opts ...PoolOption) (*Pool, error
 	if refusing(p.gate.Load()) {
 		return nil, ErrClosed
 	}
-	pl := &Pool{port: p, handler: handler, onError: c.onError, n: n, max: c.max, idle: c.idle, done: make(chan struct{})}
+	pl := &Pool{port: p, handler: handler, onError: c.onError, n: n, max: c.max, retireAfter: c.retireAfter, done: make(chan struct{})}
 	pl.timings, pl.timed = c.timings, c.timings || c.onStall != nil
 	counters := make([]*workerCounters, n)
 	for i := range counters {

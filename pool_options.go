@@ -15,7 +15,7 @@ type PoolOption func(*poolConfig) error
 type poolConfig struct {
 	onError       func(error)
 	max           int
-	idle          time.Duration
+	retireAfter   time.Duration
 	timings       bool
 	stallLimit    time.Duration
 	onStall       func(Stall)
@@ -60,7 +60,7 @@ func WithIdleTimeout(d time.Duration) PoolOption {
 		if d <= 0 {
 			return fmt.Errorf("%w: WithIdleTimeout(%v), not positive", ErrInvalid, d)
 		}
-		c.idle = d
+		c.retireAfter = d
 		return nil
 	}
 }
@@ -68,7 +68,7 @@ func WithIdleTimeout(d time.Duration) PoolOption {
 // The defaults of WithMaxWorkers and WithIdleTimeout.
 const (
 	defaultMaxWorkers  = 256
-	defaultIdleTimeout = 10 * time.Second
+	defaultRetireAfter = 10 * time.Second
 )
 
 // maxWorkers bounds a pool: a million goroutines is well past any use of

@@ -114,11 +114,11 @@ func TestPool(t *testing.T) {
 
 	t.Run("BlockingHandsTheSlotOn", func(t *testing.T) {
 		p := newPort(t, 1)
-		release := make(chan struct{})
+		proceed := make(chan struct{})
 		handled := make(chan any, 2)
 		newPool(t, p, 2, func(ctx context.Context, pkt Packet) {
 			if pkt.Key == "blocks" {
-				Blocking(ctx, func() { <-release })
+				Blocking(ctx, func() { <-proceed })
 			}
 			handled <- pkt.Key
 		})
@@ -126,7 +126,7 @@ func TestPool(t *testing.T) {
 		eventually(t, func() bool { return p.Stats().Blocked == 1 }, "the first handler blocks")
 		post(t, p, "runs meanwhile")
 		assert.Equal(t, "runs meanwhile", recv(t, handled))
-		close(release)
+		close(proceed)
 		assert.Equal(t, "blocks", recv(t, handled))
 	})
 
@@ -211,14 +211,14 @@ func TestPool(t *testing.T) {
 	t.Run("ShutdownDeadline", func(t *testing.T) {
 		kernelScheduled(t) // two workers, one slot: a packet stays queued
 		p := newPort(t, 1)
-		pl, release, handled := gatedPool(t, p)
+		pl, proceed, handled := gatedPool(t, p)
 		post(t, p, 1, 2, 3)
 		eventually(t, func() bool { return p.Stats().Running == 1 }, "a handler holds the slot")
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		require.ErrorIs(t, pl.Shutdown(ctx), context.Canceled)
 		assert.Equal(t, 2, p.Stats().Queued, "nothing dropped")
-		close(release)
+		close(proceed)
 		require.NoError(t, pl.Shutdown(context.Background()))
 		assert.Equal(t, int32(3), handled.Load())
 		assert.Zero(t, p.Stats().Discarded)
@@ -228,8 +228,8 @@ func TestPool(t *testing.T) {
 		// A handler in flight holds the drain up: it may still start
 		// operations on its handles.
 		p := newPort(t, 1)
-		release := make(chan struct{})
-		pl := newPool(t, p, 1, func(context.Context, Packet) { <-release })
+		proceed := make(chan struct{})
+		pl := newPool(t, p, 1, func(context.Context, Packet) { <-proceed })
 		post(t, p, "held")
 		eventually(t, func() bool { return p.Stats().Queued == 0 }, "the handler runs")
 		ctx, cancel := context.WithCancel(context.Background())
@@ -240,7 +240,7 @@ func TestPool(t *testing.T) {
 			cancel() // Shutdown has begun, the handler still runs
 		}()
 		require.ErrorIs(t, pl.Shutdown(ctx), context.Canceled, "a handler still runs")
-		close(release)
+		close(proceed)
 		require.NoError(t, pl.Shutdown(context.Background()))
 	})
 
@@ -282,14 +282,14 @@ func TestPool(t *testing.T) {
 
 // gatedPool starts a pool of 2 workers on p whose handlers wait until
 // the returned channel is closed, and then count the packet.
-func gatedPool(t *testing.T, p *Port) (pl *Pool, gate chan struct{}, handled *atomic.Int32) {
-	gate = make(chan struct{})
+func gatedPool(t *testing.T, p *Port) (pl *Pool, proceed chan struct{}, handled *atomic.Int32) {
+	proceed = make(chan struct{})
 	handled = new(atomic.Int32)
 	pl = newPool(t, p, 2, func(context.Context, Packet) {
-		<-gate
+		<-proceed
 		handled.Add(1)
 	})
-	return pl, gate, handled
+	return pl, proceed, handled
 }
 
 // raise makes m at least n.

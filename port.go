@@ -64,14 +64,14 @@ type config struct {
 }
 
 // maxQueueLimit bounds WithQueueLimit: a bounded queue is allocated whole
-// when the port is made, with two to four 64-byte slots a packet
+// when the port is made, with two to four 64-byte cells a packet
 // (internal/ring).
 const maxQueueLimit = 1 << 24
 
 // WithQueueLimit bounds the port's queue to n packets, 1 <= n <= 1<<24;
 // a Post that finds n packets queued returns ErrQueueFull and queues
 // nothing. The queue's memory, 128 to 256 bytes a packet (a power of
-// two of 64-byte slots, at least twice n), is allocated when the port is
+// two of 64-byte cells, at least twice n), is allocated when the port is
 // made. Without this option the queue grows as needed and Post
 // never blocks.
 func WithQueueLimit(n int) Option {
@@ -175,9 +175,9 @@ type Port struct {
 // some arm64 parts.
 const cacheLine = 128
 
-// A Packet is at most 48 bytes, which makes the ring's slot (a sequence
+// A Packet is at most 48 bytes, which makes the ring's cell (a sequence
 // word, the packet and its tag) one 64-byte line on 64-bit platforms: see
-// slot in internal/ring, which cannot pad a slot for a type parameter.
+// cell in internal/ring, which cannot pad a cell for a type parameter.
 // This fails to compile if a field makes a Packet larger.
 var _ [48 - unsafe.Sizeof(Packet{})]byte
 
@@ -458,7 +458,7 @@ func (p *Port) Close() error {
 
 // take pops up to len(dst) packets for a worker and returns how many, and
 // the times the first len(at) of them were queued in at (their tags: see
-// push). A pop that frees room while a PostWait waits for it says so
+// push). A pop that makes room while a PostWait waits for it says so
 // (postwait.go).
 func (p *Port) take(dst []Packet, at []int64) int {
 	n := p.q.PopTags(dst, at)

@@ -4,11 +4,11 @@ package iocp
 //
 // PostWait waits for room without spinning: a Post that finds the queue
 // full counts itself in posters, tries once more, and parks on the port's
-// room channel. A pop (take) that frees a slot loads posters after its
+// room channel. A pop (take) that makes room loads posters after its
 // pop and, if anyone waits, leaves a token in room. Both counts are
 // sequentially consistent atomics, so of the poster's retry and the pop's
 // load at least one sees the other (the argument of limiter.go): either
-// the retry finds the slot, or the pop sends the token. The channel holds
+// the retry finds the room, or the pop sends the token. The channel holds
 // one token, so many pops may wake one poster; a poster that returns
 // passes a token on while others wait, and so every waiting poster runs
 // while there is room.
@@ -84,8 +84,8 @@ func (p *Port) passRoom() {
 }
 
 // PostBatch queues the packets of pkts in order, as Post queues one, and
-// returns how many it queued. Where a run of free slots allows, it claims
-// them with one atomic step; packets of other Posts may still come between
+// returns how many it queued. Where the queue has a run of writable cells,
+// it claims them with one atomic step; packets of other Posts may still come between
 // its packets, but never reorder them. On a port made with
 // WithQueueLimit it queues as many as fit and returns ErrQueueFull if
 // that was not all of them. After Close or Shutdown began it returns

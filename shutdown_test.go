@@ -18,7 +18,7 @@ import (
 // its packet reaches the connection's callback before Shutdown returns.
 func TestPoolShutdownGraceful(t *testing.T) {
 	p := newPort(t, 2)
-	release, entered := make(chan struct{}), make(chan struct{})
+	proceed, entered := make(chan struct{}), make(chan struct{})
 	wrote := make(chan error, 1)
 	var conn *Handle
 	pl := newPool(t, p, 4, func(ctx context.Context, pkt Packet) {
@@ -27,7 +27,7 @@ func TestPoolShutdownGraceful(t *testing.T) {
 		}
 		close(entered)
 		select {
-		case <-release:
+		case <-proceed:
 		case <-ctx.Done(): // the test failed, and its cleanup closes the pool
 			return
 		}
@@ -65,7 +65,7 @@ func TestPoolShutdownGraceful(t *testing.T) {
 	assert.ErrorIs(t, lh.Accept(&Overlapped{}), ErrClosed, "a new Accept is refused")
 
 	// The handler in flight writes its response, and the client gets it.
-	close(release)
+	close(proceed)
 	require.NoError(t, recv(t, wrote), "a Write from a handler in flight")
 	got := make([]byte, 3)
 	_, err = io.ReadFull(client, got)
@@ -88,10 +88,10 @@ func TestPoolShutdownGraceful(t *testing.T) {
 func TestPoolShutdownWaitsForWrites(t *testing.T) {
 	p := newPort(t, 1)
 	pl := newPool(t, p, 2, func(context.Context, Packet) {})
-	release := make(chan struct{})
+	proceed := make(chan struct{})
 	completed := make(chan Packet, 2)
 	h, err := pl.Bind(Func(func(ctx context.Context, _ *Overlapped) (int, error) {
-		<-release // a slow operation that completes by itself
+		<-proceed // a slow operation that completes by itself
 		return 1, nil
 	}), func(_ context.Context, pkt Packet) { completed <- pkt })
 	require.NoError(t, err)
@@ -105,7 +105,7 @@ func TestPoolShutdownWaitsForWrites(t *testing.T) {
 	cancel()
 	require.ErrorIs(t, recv(t, done), context.Canceled)
 
-	close(release)
+	close(proceed)
 	require.NoError(t, pl.Shutdown(context.Background()))
 	pkt := recv(t, completed)
 	require.NoError(t, pkt.Err)

@@ -20,13 +20,13 @@ import (
 
 const stallLimit = 10 * time.Millisecond
 
-// stuckAndQuick returns a handler that waits on release for a packet
+// stuckAndQuick returns a handler that waits on proceed for a packet
 // whose key is "stuck", without Block, and counts the others, with the
 // most seen running at once.
-func stuckAndQuick(release <-chan struct{}, quick, running, most *atomic.Int32) Handler {
+func stuckAndQuick(proceed <-chan struct{}, quick, running, most *atomic.Int32) Handler {
 	return func(_ context.Context, pkt Packet) {
 		if pkt.Key == "stuck" {
-			<-release
+			<-proceed
 			return
 		}
 		raise(most, running.Add(1))
@@ -39,9 +39,9 @@ func TestPoolStallAsBlocked(t *testing.T) {
 	t.Run("FreesTheSlot", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release := make(chan struct{})
+			proceed := make(chan struct{})
 			var quick, running, most atomic.Int32
-			pl := newPool(t, p, 1, stuckAndQuick(release, &quick, &running, &most),
+			pl := newPool(t, p, 1, stuckAndQuick(proceed, &quick, &running, &most),
 				WithStallReport(stallLimit, func(Stall) {}), WithStallAsBlocked())
 			post(t, p, "stuck", 1, 2, 3)
 			synctest.Wait()
@@ -57,7 +57,7 @@ func TestPoolStallAsBlocked(t *testing.T) {
 			assert.Equal(t, 2, pl.Workers())
 			assert.Equal(t, 1, pl.Stats().Stalled)
 
-			close(release)
+			close(proceed)
 			synctest.Wait()
 			s = p.Stats()
 			assert.Equal(t, 0, s.Blocked)
@@ -69,10 +69,10 @@ func TestPoolStallAsBlocked(t *testing.T) {
 	t.Run("WithoutIt", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release := make(chan struct{})
-			defer close(release)
+			proceed := make(chan struct{})
+			defer close(proceed)
 			var quick, running, most atomic.Int32
-			pl := newPool(t, p, 1, stuckAndQuick(release, &quick, &running, &most),
+			pl := newPool(t, p, 1, stuckAndQuick(proceed, &quick, &running, &most),
 				WithStallReport(stallLimit, func(Stall) {}))
 			post(t, p, "stuck", 1, 2, 3)
 			time.Sleep(2 * stallLimit)
@@ -90,11 +90,11 @@ func TestPoolStallAsBlocked(t *testing.T) {
 	t.Run("ReturnsWithoutOvershoot", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release, hold := make(chan struct{}), make(chan struct{})
+			proceed, hold := make(chan struct{}), make(chan struct{})
 			pl := newPool(t, p, 1, func(_ context.Context, pkt Packet) {
 				switch pkt.Key {
 				case "stuck":
-					<-release
+					<-proceed
 				case "hold":
 					<-hold // within the slot the stall freed
 				}
@@ -106,7 +106,7 @@ func TestPoolStallAsBlocked(t *testing.T) {
 			synctest.Wait()
 			require.Equal(t, 1, p.Stats().Running, `"hold" runs in the freed slot`)
 
-			close(release) // the stuck handler returns, and its worker asks for a slot
+			close(proceed) // the stuck handler returns, and its worker asks for a slot
 			synctest.Wait()
 			s := p.Stats()
 			assert.Equal(t, 1, s.Running, "one runs: the concurrency value holds")
@@ -160,8 +160,8 @@ func TestPoolStallAsBlocked(t *testing.T) {
 	t.Run("Shutdown", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := pureGoPort(t)
-			release := make(chan struct{})
-			pl := newPool(t, p, 1, func(context.Context, Packet) { <-release },
+			proceed := make(chan struct{})
+			pl := newPool(t, p, 1, func(context.Context, Packet) { <-proceed },
 				WithStallReport(stallLimit, func(Stall) {}), WithStallAsBlocked())
 			post(t, p, nil)
 			time.Sleep(2 * stallLimit)
@@ -175,7 +175,7 @@ func TestPoolStallAsBlocked(t *testing.T) {
 				t.Fatalf("Shutdown returned %v with a handler running", err)
 			default:
 			}
-			close(release)
+			close(proceed)
 			synctest.Wait()
 			select {
 			case err := <-done:

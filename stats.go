@@ -15,7 +15,7 @@ import (
 type PoolStats struct {
 	Workers  int    // the pool's workers now
 	Grown    uint64 // workers started beyond NewPool's n while all were blocked
-	Retired  uint64 // of those, the ones that retired, idle
+	Retired  uint64 // of those, the ones that retired, without a packet for WithIdleTimeout
 	Handled  uint64 // packets, completions and tasks handled, panics included
 	Panicked uint64 // of those, the handlers and tasks that panicked or called runtime.Goexit
 	Failed   uint64 // tasks of Go, Call and Group that returned an error

@@ -97,11 +97,11 @@ func TestPoolTimings(t *testing.T) {
 
 func TestPoolInFlight(t *testing.T) {
 	p := newPort(t, 2)
-	release := make(chan struct{})
+	proceed := make(chan struct{})
 	in := make(chan struct{})
 	pl := newPool(t, p, 2, func(context.Context, Packet) {
 		in <- struct{}{}
-		<-release
+		<-proceed
 	})
 	post(t, p, 1)
 	post(t, p, 2)
@@ -111,7 +111,7 @@ func TestPoolInFlight(t *testing.T) {
 	assert.Equal(t, 2, s.InFlight)
 	assert.Zero(t, s.Handling.Count, "no timings without WithTimings")
 	assert.Zero(t, s.QueueWait.Count)
-	close(release)
+	close(proceed)
 	eventually(t, func() bool { return pl.Stats().InFlight == 0 }, "none in flight")
 }
 

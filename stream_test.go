@@ -199,14 +199,14 @@ func streamRound(t *testing.T, round, opsPer int) {
 	}
 	workers.Wait()
 
-	// Every operation is over: its Overlapped is free again, and its
+	// Every operation is over: its Overlapped is ready again, and its
 	// goroutine gone.
 	mu.Lock()
 	defer mu.Unlock()
 	for _, op := range started {
-		eventually(t, func() bool { return op.ov.o.state.Load() == ovIdle }, "round %d: an operation still pending", round)
+		eventually(t, func() bool { return op.ov.o.state.Load() == ovReady }, "round %d: an operation still pending", round)
 	}
-	// A discarded completion frees its Overlapped, then is counted: wait
+	// A discarded completion makes its Overlapped ready, then is counted: wait
 	// for the count too.
 	counted := func() bool { return len(got)+int(p.Stats().Discarded) == len(started) }
 	for deadline := time.Now().Add(patience); !counted() && time.Now().Before(deadline); {

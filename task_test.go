@@ -103,12 +103,12 @@ func TestPoolGo(t *testing.T) {
 		kernelScheduled(t)
 		p := newPort(t, 1)
 		pl := newPool(t, p, 1, nil)
-		release := make(chan struct{})
-		require.NoError(t, pl.Go(func(context.Context) error { <-release; return nil }))
+		proceed := make(chan struct{})
+		require.NoError(t, pl.Go(func(context.Context) error { <-proceed; return nil }))
 		eventually(t, func() bool { return p.Stats().Running == 1 }, "the first task runs")
 		require.NoError(t, pl.Go(func(context.Context) error { return nil }))
 		require.NoError(t, p.Close())
-		close(release)
+		close(proceed)
 		assert.ErrorIs(t, pl.Wait(), ErrClosed)
 	})
 
@@ -152,10 +152,10 @@ func TestPoolStats(t *testing.T) {
 func TestPoolStallReport(t *testing.T) {
 	p := newPort(t, 1)
 	stalls := make(chan Stall, 4)
-	release := make(chan struct{})
+	proceed := make(chan struct{})
 	pl := newPool(t, p, 1, func(_ context.Context, pkt Packet) {
 		if pkt.Key == "stuck" {
-			<-release
+			<-proceed
 		}
 	}, WithStallReport(5*time.Millisecond, func(s Stall) { stalls <- s }))
 	post(t, p, "stuck")
@@ -163,7 +163,7 @@ func TestPoolStallReport(t *testing.T) {
 	assert.Equal(t, 0, s.Worker)
 	assert.Greater(t, s.Running, 5*time.Millisecond)
 	assert.Equal(t, 1, pl.Stats().Stalled)
-	close(release)
+	close(proceed)
 	eventually(t, func() bool { return pl.Stats().Handled == 1 }, "handled")
 	assert.Zero(t, pl.Stats().Stalled)
 	assert.Empty(t, stalls, "reported once")

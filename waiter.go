@@ -220,8 +220,8 @@ func (w *Worker) wait(ctx context.Context, counted bool) error {
 	}
 	done := ctx.Done() // nil for a context that never ends: the case never fires
 	var expired <-chan time.Time
-	if w.idle > 0 {
-		expired = w.armIdle()
+	if w.retireAfter > 0 {
+		expired = w.armRetire()
 		defer w.timer.Stop()
 	}
 	if done == nil && expired == nil { // a plain receive parks for less than a select
@@ -241,12 +241,12 @@ func (w *Worker) wait(ctx context.Context, counted bool) error {
 		case <-done:
 			return w.leaveStack(ctx.Err())
 		case <-expired:
-			return w.leaveStack(errIdle)
+			return w.leaveStack(errRetireTimeout)
 		}
 	}
 }
 
-// leaveStack ends a wait that ctx or the idle timer ended, with err,
+// leaveStack ends a wait that ctx or the retire timer ended, with err,
 // unless a release came first: the packet is then the waiter's.
 func (w *Worker) leaveStack(err error) error {
 	p := w.p
@@ -263,18 +263,18 @@ func (w *Worker) leaveStack(err error) error {
 	return err
 }
 
-// errIdle ends a wait that lasted w.idle: a pool's worker beyond its n
-// that may retire (Pool.get).
-var errIdle = errors.New("iocp: idle")
+// errRetireTimeout ends a wait that lasted w.retireAfter without a
+// packet: a pool's worker beyond its n that may retire (Pool.get).
+var errRetireTimeout = errors.New("iocp: retire timeout")
 
-// armIdle starts w's idle timer, made on first use and reused after: a
+// armRetire starts w's retire timer, made on first use and reused after: a
 // wait allocates nothing. It returns the timer's channel. Since Go 1.23
 // a timer's Reset leaves no stale value in it.
-func (w *Worker) armIdle() <-chan time.Time {
+func (w *Worker) armRetire() <-chan time.Time {
 	if w.timer == nil {
-		w.timer = time.NewTimer(w.idle)
+		w.timer = time.NewTimer(w.retireAfter)
 	} else {
-		w.timer.Reset(w.idle)
+		w.timer.Reset(w.retireAfter)
 	}
 	return w.timer.C
 }

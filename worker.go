@@ -52,11 +52,11 @@ type Worker struct {
 	result atomic.Uint32 // resultNone, resultPacket or resultClosed
 	wake   chan struct{} // capacity 1: park here
 
-	// idle, if positive, ends a wait on the pure-Go port after that long
-	// with errIdle, on timer, which the first such wait makes; a pool's
-	// workers beyond its n set it (Pool.get).
-	idle  time.Duration
-	timer *time.Timer
+	// retireAfter, if positive, ends a wait on the pure-Go port after that
+	// long with errRetireTimeout, on timer, which the first such wait
+	// makes; a pool's workers beyond its n set it (Pool.get).
+	retireAfter time.Duration
+	timer       *time.Timer
 
 	nw *nativeWorker // a native port's worker (native.go); nil on the pure-Go port
 

@@ -87,7 +87,7 @@ func TestSelfTest(t *testing.T) {
 // server side by side: b.N requests of 64 bytes spread over the
 // connections, each waiting for its echo. It reports requests/s, the p99
 // latency, the most handlers the port ran at once, and the memory and
-// goroutines each idle connection costs (measured before the load, with
+// goroutines each open connection costs (measured before the load, with
 // every connection open and a read pending on it; the figure includes the
 // client's end of the connection, the same for both servers).
 //

@@ -81,9 +81,9 @@ func (b *sqliteBackend) open(path string) error {
 	// connection held by a goroutine that the scheduler has put aside,
 	// or that is writing its answer. A request beyond that waits in
 	// database/sql's queue, which is a blocking wait like any other (the
-	// iocp mode marks it with Blocking). Idle connections are kept as
-	// many: with database/sql's default of 2 idle, a burst would open and
-	// close connections, and their caches, all the time.
+	// iocp mode marks it with Blocking). As many unused connections
+	// are kept (SetMaxIdleConns): with database/sql's default of 2, a burst
+	// would open and close connections, and their caches, all the time.
 	n := 2 * runtime.GOMAXPROCS(0)
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
@@ -153,20 +153,20 @@ type netBackend struct {
 	served map[net.Conn]struct{} // the server's connections; guarded by mu
 	closed atomic.Bool           // set under mu
 
-	idle chan *backendConn // the clients' idle connections
+	pooled chan *backendConn // the clients' connections kept for reuse
 }
 
-// maxIdleConns bounds the client's idle connections: as many as the
+// maxPooledConns bounds the client's connections kept for reuse: as many as the
 // most requests in flight in the benchmark, so that none is dialled anew
 // in the steady state.
-const maxIdleConns = 2048
+const maxPooledConns = 2048
 
 func newNetBackend(delay time.Duration) (*netBackend, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	b := &netBackend{ln: ln, delay: delay, served: make(map[net.Conn]struct{}), idle: make(chan *backendConn, maxIdleConns)}
+	b := &netBackend{ln: ln, delay: delay, served: make(map[net.Conn]struct{}), pooled: make(chan *backendConn, maxPooledConns)}
 	b.wg.Go(b.accept)
 	return b, nil
 }
@@ -254,10 +254,10 @@ func (b *netBackend) get(ctx context.Context, id int64) (row, error) {
 	return r, nil
 }
 
-// conn returns an idle connection, or dials one.
+// conn returns a connection kept for reuse, or dials one.
 func (b *netBackend) conn(ctx context.Context) (*backendConn, error) {
 	select {
-	case bc := <-b.idle:
+	case bc := <-b.pooled:
 		return bc, nil
 	default:
 	}
@@ -269,12 +269,12 @@ func (b *netBackend) conn(ctx context.Context) (*backendConn, error) {
 	return &backendConn{c: c, r: bufio.NewReader(c), buf: make([]byte, 0, 64)}, nil
 }
 
-// put keeps bc for reuse, or closes it if enough are idle or the backend
+// put keeps bc for reuse, or closes it if enough are kept or the backend
 // is closed.
 func (b *netBackend) put(bc *backendConn) {
 	if !b.closed.Load() {
 		select {
-		case b.idle <- bc:
+		case b.pooled <- bc:
 			return
 		default:
 		}
@@ -333,7 +333,7 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-// close stops the server, closes its connections and the clients' idle
+// close stops the server, closes its connections and the clients' kept
 // ones, and waits for the server's goroutines.
 func (b *netBackend) close() error {
 	err := b.ln.Close()
@@ -345,7 +345,7 @@ func (b *netBackend) close() error {
 	b.mu.Unlock()
 	for {
 		select {
-		case bc := <-b.idle:
+		case bc := <-b.pooled:
 			bc.c.Close()
 			continue
 		default:

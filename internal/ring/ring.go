@@ -13,47 +13,47 @@ import (
 // The queue: a lock-free multi-producer multi-consumer FIFO.
 //
 // Algorithm. Each segment is a bounded ring in the style of Dmitry Vyukov's
-// bounded MPMC queue: every slot carries a sequence number that says which
-// lap of the ring it is ready for, so producers and consumers agree on a slot
+// bounded MPMC queue: every cell carries a sequence number that says which
+// lap of the ring it is ready for, so producers and consumers agree on a cell
 // with one compare-and-swap on their own index and never take a lock. The
 // queue is a linked list of such segments (as in LCRQ, Morrison and Afek,
 // PPoPP 2013): when a segment's ring is full, a producer seals it and links a
 // new one. A segment is never reused once it is sealed, and none is recycled
 // through sync.Pool, so a pointer to a segment can never come to mean
-// another segment (no ABA); the garbage collector frees a drained segment
+// another segment (no ABA); the garbage collector reclaims a drained segment
 // once nobody holds it. While the queue holds fewer values than its newest
-// segment has slots, pushes and pops go round that one ring and allocate
+// segment has cells, pushes and pops go round that one ring and allocate
 // nothing.
 //
 // Segment sizes double from minSegment up to maxSegment, so that a standing
 // backlog larger than a segment settles into one ring that it fits in,
-// instead of allocating a new segment every len(slots) values.
+// instead of allocating a new segment every len(cells) values.
 //
-// One change to Vyukov's queue: a consumer counts a slot as queued from the
+// One change to Vyukov's queue: a consumer counts a cell as queued from the
 // moment a producer claims it (tail moved past it), not from the moment the
-// producer publishes it. A consumer that finds the slot at head claimed but
+// producer publishes it. A consumer that finds the cell at head claimed but
 // not yet published takes it anyway and waits for the publication (see
 // awaitPublished). That is what keeps a producer that is preempted between
-// claiming a slot and publishing it from sending a consumer to sleep while a
+// claiming a cell and publishing it from sending a consumer to sleep while a
 // value is ready: the consumer never parks on a queue whose tail is ahead of
 // its head. It waits for the one producer it depends on, which is running
 // or runnable, and a caller that checks for waiters only after Push has
 // returned (the port's Post does) loses no wakeup either.
 //
-// Invariants, for one segment s with size = len(s.slots):
+// Invariants, for one segment s with size = len(s.cells):
 //   - head <= tail (without the sealed bit): consumers claim only indexes that
 //     producers have claimed.
 //   - tail - head <= size.
-//   - For the slot of index i (s.at(i)), whose sequence number seq is
-//     stored less i&mask (slot.lap): seq == i means the slot is free
-//     for the producer of i; seq == i+1 means the value of index i is
+//   - For the cell of index i (s.cellOf(i)), whose sequence number seq is
+//     stored less i&mask (cell.lap): seq == i means the cell is writable
+//     by the producer of i; seq == i+1 means the value of index i is
 //     published and belongs to the consumer of i. Once that consumer has
-//     copied it out, it frees the slot for the producer of i+size in one
-//     of two ways: it stores seq = i+size, or, for a batch, it moves the
-//     watermark freed past i (see freeRange).
-//   - freed <= head, and every index below freed is copied out. A slot
-//     whose seq is i+1 (a lap old) and whose index i is below freed is
-//     free for the producer of i+size.
+//     copied it out, it recycles the cell for the producer of i+size in
+//     one of two ways: it stores seq = i+size, or, for a batch, it moves
+//     the watermark recycled past i (see recycleRange).
+//   - recycled <= head, and every index below recycled is copied out. A cell
+//     whose seq is i+1 (a lap old) and whose index i is below recycled is
+//     writable by the producer of i+size.
 //   - Once tail has the sealed bit, it never changes again and s.next is set
 //     (or about to be set by the producer that sealed it, or the one that
 //     lost the race to it).
@@ -61,8 +61,8 @@ import (
 //     value a nanosecond they would overflow after 292 years.
 
 const (
-	minSegment = 256     // slots in a queue's first segment
-	maxSegment = 1 << 16 // slots in the largest segment (4 MiB of the port's 64-byte slots)
+	minSegment = 256     // cells in a queue's first segment
+	maxSegment = 1 << 16 // cells in the largest segment (4 MiB of the port's 64-byte cells)
 
 	sealed = 1 << 63 // tail bit: the segment takes no more values
 
@@ -72,22 +72,22 @@ const (
 	cacheLine = 128
 )
 
-// A slot holds one value and its tag. For the port's element, a 48-byte
+// A cell holds one value and its tag. For the port's element, a 48-byte
 // iocp.Packet, it is 8+48+8 = 64 bytes, a cache line: with the spread of
-// consecutive indexes (segment.at), producers and consumers of
+// consecutive indexes (segment.cellOf), producers and consumers of
 // neighbouring indexes do not share a line. The ring cannot pad it to 64
 // bytes for other element types: an array length must be a constant, and
-// unsafe.Sizeof of a type parameter is not one. For another T the slot is
+// unsafe.Sizeof of a type parameter is not one. For another T the cell is
 // whatever size T makes it; the queue is as correct, only lines may be
 // shared. (The iocp package checks that a Packet is no larger than 48
 // bytes, and this package's tests that such an element makes a 64-byte
-// slot.)
-type slot[T any] struct {
-	// lap is the slot's sequence number (see the invariants) less the
+// cell.)
+type cell[T any] struct {
+	// lap is the cell's sequence number (see the invariants) less the
 	// index's place in the ring, i&mask, which is the same for every index
-	// the slot serves: for index i the sequence number is lap + i&mask
-	// (seq and setSeq). A zeroed slot is then free for its lap-0 index, and
-	// a new segment needs no pass over its slots before it is used.
+	// the cell serves: for index i the sequence number is lap + i&mask
+	// (seq and setSeq). A zeroed cell is then writable by its lap-0 index, and
+	// a new segment needs no pass over its cells before it is used.
 	lap atomic.Uint64
 	v   T     // owned by whoever the seq hands it to
 	tag int64 // the caller's tag for v, given to Push; with v
@@ -106,34 +106,34 @@ type segment[T any] struct {
 	// back; it is never ahead of head, and so never understates.
 	headSeen atomic.Uint64
 	_        [cacheLine - 16]byte
-	freed    atomic.Uint64 // every index below it is copied out; written by batch consumers (CAS)
+	recycled atomic.Uint64 // every index below it is copied out; written by batch consumers (CAS)
 	_        [cacheLine - 8]byte
 	next     atomic.Pointer[segment[T]] // the following segment; set once, after tail is sealed
-	mask     uint64                     // len(slots)-1; read-only
+	mask     uint64                     // len(cells)-1; read-only
 	spread   uint                       // log2 of how many lines apart consecutive indexes sit
-	shift    uint                       // log2(len(slots)) - spread
-	slots    []slot[T]                  // read-only slice header
+	shift    uint                       // log2(len(cells)) - spread
+	cells    []cell[T]                  // read-only slice header
 }
 
-// at returns the slot of index i. Consecutive indexes sit on slots
-// len(slots)>>spread apart, so that producers (and consumers) working on
+// cellOf returns the cell of index i. Consecutive indexes sit on cells
+// len(cells)>>spread apart, so that producers (and consumers) working on
 // neighbouring indexes at the same time do not share a cache line.
-func (s *segment[T]) at(i uint64) *slot[T] {
+func (s *segment[T]) cellOf(i uint64) *cell[T] {
 	i &= s.mask
-	return &s.slots[(i&(1<<s.spread-1))<<s.shift|i>>s.spread]
+	return &s.cells[(i&(1<<s.spread-1))<<s.shift|i>>s.spread]
 }
 
-// seq returns the sequence number of sl, the slot of index i (or of any
+// seq returns the sequence number of c, the cell of index i (or of any
 // index a whole number of laps from i).
-func (s *segment[T]) seq(sl *slot[T], i uint64) uint64 { return sl.lap.Load() + i&s.mask }
+func (s *segment[T]) seq(c *cell[T], i uint64) uint64 { return c.lap.Load() + i&s.mask }
 
-// setSeq stores v as the sequence number of sl, the slot of index i.
-func (s *segment[T]) setSeq(sl *slot[T], i, v uint64) { sl.lap.Store(v - i&s.mask) }
+// setSeq stores v as the sequence number of c, the cell of index i.
+func (s *segment[T]) setSeq(c *cell[T], i, v uint64) { c.lap.Store(v - i&s.mask) }
 
-// newSegment returns an empty segment of size slots. Its zeroed slots are
-// each free for their lap-0 index (see slot.lap).
+// newSegment returns an empty segment of size cells. Its zeroed cells are
+// each writable by their lap-0 index (see cell.lap).
 func newSegment[T any](size int) *segment[T] {
-	s := &segment[T]{mask: uint64(size - 1), slots: make([]slot[T], size)}
+	s := &segment[T]{mask: uint64(size - 1), cells: make([]cell[T], size)}
 	log := uint(bits.TrailingZeros(uint(size)))
 	s.spread = min(3, log)
 	s.shift = log - s.spread
@@ -168,7 +168,7 @@ type Queue[T any] struct {
 
 // Init makes q an empty queue that holds at most limit values, or any
 // number if limit is 0. A bounded queue allocates its ring whole: the
-// power of two of slots at least twice limit (at least 2). It must be
+// power of two of cells at least twice limit (at least 2). It must be
 // called once, before any other method.
 func (q *Queue[T]) Init(limit int) { q.initSizes(limit, minSegment, maxSegment) }
 
@@ -178,12 +178,12 @@ func (q *Queue[T]) initSizes(limit, first, max int) {
 	size := first
 	q.maxSeg = max
 	if limit > 0 {
-		// Twice the slots the limit needs, so that a full queue's producer
-		// writes slots its consumers freed half a ring ago, not the one
-		// they are freeing now: at exactly the limit, every push to a full
+		// Twice the cells the limit needs, so that a full queue's producer
+		// writes cells its consumers recycled half a ring ago, not the one
+		// they are recycling now: at exactly the limit, every push to a full
 		// queue took the line a pop had just written. (Also at least two
-		// slots: in a ring of one, a published slot, seq i+1, would look
-		// free for the next lap, seq i+size.)
+		// cells: in a ring of one, a published cell, seq i+1, would look
+		// writable by the next lap, seq i+size.)
 		size = 2
 		for size < 2*limit {
 			size <<= 1
@@ -200,7 +200,7 @@ func (q *Queue[T]) initSizes(limit, first, max int) {
 // Push appends *v with tag. It returns Pushed, or, having changed nothing:
 // Full when the queue is bounded and full; Refused when the queue refuses
 // pushes (Refuse); Yielded when it lost races on the tail, or found a
-// consumer in the middle of freeing the slot, and yielded its P. The
+// consumer in the middle of recycling the cell, and yielded its P. The
 // queue retries nothing after a yield: the caller decides whether to
 // call Push again.
 func (q *Queue[T]) Push(v *T, tag int64) Result {
@@ -217,17 +217,17 @@ func (q *Queue[T]) Push(v *T, tag int64) Result {
 			return Refused
 		}
 		if next == nil {
-			size := min(2*len(s.slots), q.maxSeg)
+			size := min(2*len(s.cells), q.maxSeg)
 			n := newSegment[T](size)
 			// Place the value in the new segment before linking it, so that
 			// the producer that links a segment cannot be overtaken on it.
-			n.at(0).v = *v
-			n.at(0).tag = tag
-			n.setSeq(n.at(0), 0, 1)
+			n.cellOf(0).v = *v
+			n.cellOf(0).tag = tag
+			n.setSeq(n.cellOf(0), 0, 1)
 			n.tail.Store(1)
 			if s.next.CompareAndSwap(nil, n) {
 				// Linking n is this push's linearization point, and the
-				// store publishes slot 0 to the consumer that claims it.
+				// store publishes cell 0 to the consumer that claims it.
 				q.tail.CompareAndSwap(s, n)
 				return Pushed
 			}
@@ -241,8 +241,9 @@ func (q *Queue[T]) Push(v *T, tag int64) Result {
 }
 
 // PushN appends the values of vs, in order and each with tag, and returns
-// how many: it claims the run of free slots at the tail segment's end with
-// one CAS, and pushes one at a time (Push) where no run is free. It stops
+// how many: it claims the run of writable cells at the tail segment's end
+// with one CAS, and pushes one at a time (Push) where no run is
+// writable. It stops
 // at the first value Push does not take, with Push's result, having
 // pushed the values before it; otherwise it returns len(vs), Pushed.
 // Values of other pushes may come between its values, but never reorder
@@ -280,21 +281,21 @@ const (
 )
 
 func (s *segment[T]) push(v *T, tag int64, limit uint64) Result {
-	size := uint64(len(s.slots))
+	size := uint64(len(s.cells))
 	spins := 0
 	for {
 		t := s.tail.Load()
 		if t&sealed != 0 {
 			return sealedSeg
 		}
-		sl := s.at(t)
-		seq := s.seq(sl, t)
-		// Free for index t: its consumer freed it (seq == t), or a batch
-		// consumer did, with the watermark. Loading freed after seeing the
+		c := s.cellOf(t)
+		seq := s.seq(c, t)
+		// Writable by index t: its consumer recycled it (seq == t), or a batch
+		// consumer did, with the watermark. Loading recycled after seeing the
 		// lap-old seq synchronizes with that consumer's CAS, which came
 		// after its copy.
 		switch {
-		case seq == t || seq == t-size+1 && t-size < s.freed.Load():
+		case seq == t || seq == t-size+1 && t-size < s.recycled.Load():
 			if limit != 0 && s.room(t, limit) == 0 {
 				return Full
 			}
@@ -303,13 +304,13 @@ func (s *segment[T]) push(v *T, tag int64, limit uint64) Result {
 					return Yielded
 				}
 			} else {
-				sl.v, sl.tag = *v, tag
-				// Publishes v: this store hands the slot to the consumer
+				c.v, c.tag = *v, tag
+				// Publishes v: this store hands the cell to the consumer
 				// of index t, whose load of seq == t+1 synchronizes with it.
-				s.setSeq(sl, t, t+1)
+				s.setSeq(c, t, t+1)
 				return Pushed
 			}
-		case seq < t: // the slot still holds index t-size
+		case seq < t: // the cell still holds index t-size
 			if h := s.head.Load(); h <= t && t-h >= size { // h > t: t is stale
 				// No consumer has claimed index t-size: the ring is full.
 				if limit != 0 {
@@ -327,14 +328,14 @@ func (s *segment[T]) push(v *T, tag int64, limit uint64) Result {
 	}
 }
 
-// pushRun claims the free slots from s's tail on, as many as vs has,
+// pushRun claims the writable cells from s's tail on, as many as vs has,
 // with one CAS, and copies vs into them; it returns how many, 0 where
-// the slot at the tail is not free (or s is sealed, or the bound is
-// reached), which push then sorts out. A slot free for this lap stays
-// free until the tail passes it: only the producer that claims an index
-// writes its slot.
+// the cell at the tail is not writable (or s is sealed, or the bound is
+// reached), which push then sorts out. A cell writable for this lap
+// stays so until the tail passes it: only the producer that claims an index
+// writes its cell.
 func (s *segment[T]) pushRun(vs []T, tag int64, limit uint64) int {
-	size := uint64(len(s.slots))
+	size := uint64(len(s.cells))
 	spins := 0
 	for {
 		t := s.tail.Load()
@@ -345,12 +346,12 @@ func (s *segment[T]) pushRun(vs []T, tag int64, limit uint64) int {
 		if limit != 0 {
 			k = min(k, s.room(t, limit)) // 0 when full
 		}
-		freed := s.freed.Load()
+		recycled := s.recycled.Load()
 		n := uint64(0)
 		for ; n < k; n++ {
 			i := t + n
-			seq := s.seq(s.at(i), i)
-			if seq != i && !(seq == i-size+1 && i-size < freed) {
+			seq := s.seq(s.cellOf(i), i)
+			if seq != i && !(seq == i-size+1 && i-size < recycled) {
 				break
 			}
 		}
@@ -365,10 +366,10 @@ func (s *segment[T]) pushRun(vs []T, tag int64, limit uint64) int {
 			continue
 		}
 		for j := range n {
-			sl := s.at(t + j)
-			sl.v, sl.tag = vs[j], tag
+			c := s.cellOf(t + j)
+			c.v, c.tag = vs[j], tag
 			// Publishes the value, as in push.
-			s.setSeq(sl, t+j, t+j+1)
+			s.setSeq(c, t+j, t+j+1)
 		}
 		return int(n)
 	}
@@ -404,7 +405,7 @@ const (
 
 // PopN removes up to len(dst) oldest values into dst and returns how
 // many. It takes what is queued at the moment and never waits for more;
-// a value whose producer has claimed its slot but not yet stored it counts
+// a value whose producer has claimed its cell but not yet stored it counts
 // as queued, and PopN waits the moment that producer takes to store it.
 func (q *Queue[T]) PopN(dst []T) int { return q.PopTags(dst, nil) }
 
@@ -441,11 +442,11 @@ func (s *segment[T]) popN(dst []T, tags []int64) (int, popResult) {
 	spins := 0
 	for {
 		h := s.head.Load()
-		// Fast path for one value: the slot at head is published, so a
+		// Fast path for one value: the cell at head is published, so a
 		// value is there without a look at tail, which producers keep
 		// writing.
 		n := uint64(1)
-		if len(dst) > 1 || s.seq(s.at(h), h) != h+1 {
+		if len(dst) > 1 || s.seq(s.cellOf(h), h) != h+1 {
 			t := s.tail.Load()
 			// h was loaded first and head <= tail always, so h <= t here.
 			if h == t&^sealed {
@@ -462,61 +463,61 @@ func (s *segment[T]) popN(dst []T, tags []int64) (int, popResult) {
 		}
 		// Indexes h .. h+n-1 are ours; their producers have claimed them
 		// (h+n <= tail) and may still be writing.
-		size := uint64(len(s.slots))
+		size := uint64(len(s.cells))
 		var zero T
 		for i := range dst[:n] {
 			idx := h + uint64(i)
-			sl := s.at(idx)
-			if s.seq(sl, idx) != idx+1 { // checked here: awaitPublished is not inlined
-				s.awaitPublished(sl, idx)
+			c := s.cellOf(idx)
+			if s.seq(c, idx) != idx+1 { // checked here: awaitPublished is not inlined
+				s.awaitPublished(c, idx)
 			}
-			dst[i] = sl.v
+			dst[i] = c.v
 			if i < len(tags) {
-				tags[i] = sl.tag
+				tags[i] = c.tag
 			}
-			sl.v = zero // let the garbage collector have what it referred to
+			c.v = zero // let the garbage collector have what it referred to
 		}
-		if n == 1 || !s.freeRange(h, h+n) {
+		if n == 1 || !s.recycleRange(h, h+n) {
 			for idx := h; idx < h+n; idx++ {
-				// Frees the slot for the producer of idx+size; the copy
+				// Recycles the cell for the producer of idx+size; the copy
 				// above happens before that producer's write.
-				s.setSeq(s.at(idx), idx, idx+size)
+				s.setSeq(s.cellOf(idx), idx, idx+size)
 			}
 		}
 		return int(n), popped
 	}
 }
 
-// freeRange frees the copied-out indexes [h, e) with one CAS on the
-// watermark instead of one atomic store a slot, which is what makes
+// recycleRange recycles the copied-out indexes [h, e) with one CAS on the
+// watermark instead of one atomic store a cell, which is what makes
 // a batch pop cheap: in Go every atomic store is a full barrier. It succeeds
-// when every index below h is freed already: the watermark is at h, or
-// the slots between it and h were freed one by one (their seq says so), and
+// when every index below h is recycled already: the watermark is at h, or
+// the cells between it and h were recycled one by one (their seq says so), and
 // it reports whether it did. Otherwise, an earlier index is still being
-// copied out, and the caller frees its slots one by one; the watermark may
+// copied out, and the caller recycles its cells one by one; the watermark may
 // lag behind for ever, which costs later batches a scan, never a wait.
-func (s *segment[T]) freeRange(h, e uint64) bool {
-	size := uint64(len(s.slots))
-	f := s.freed.Load()
+func (s *segment[T]) recycleRange(h, e uint64) bool {
+	size := uint64(len(s.cells))
+	f := s.recycled.Load()
 	g := f
-	for g < h && s.seq(s.at(g), g) == g+size {
+	for g < h && s.seq(s.cellOf(g), g) == g+size {
 		g++
 	}
 	if g < h {
 		if g > f {
-			s.freed.CompareAndSwap(f, g) // keep the next scan short
+			s.recycled.CompareAndSwap(f, g) // keep the next scan short
 		}
 		return false
 	}
-	return s.freed.CompareAndSwap(f, e)
+	return s.recycled.CompareAndSwap(f, e)
 }
 
-// awaitPublished waits until sl, the slot of index i, is published: the
+// awaitPublished waits until c, the cell of index i, is published: the
 // producer that claimed it has stored its value. That producer is between
 // two adjacent statements of segment.push, so the wait is short unless it
 // was preempted; then yielding lets it run.
-func (s *segment[T]) awaitPublished(sl *slot[T], i uint64) {
-	for n := 0; s.seq(sl, i) != i+1; n++ {
+func (s *segment[T]) awaitPublished(c *cell[T], i uint64) {
+	for n := 0; s.seq(c, i) != i+1; n++ {
 		if n >= 16 {
 			runtime.Gosched()
 		}
@@ -556,7 +557,7 @@ func (q *Queue[T]) Refuse() {
 }
 
 // Empty reports whether no value is queued or being published. A claimed
-// but unpublished slot counts as queued: see the comment at the top.
+// but unpublished cell counts as queued: see the comment at the top.
 func (q *Queue[T]) Empty() bool {
 	for s := q.head.Load(); s != nil; s = s.next.Load() {
 		if s.head.Load() < s.tail.Load()&^sealed {

@@ -40,10 +40,10 @@ func pushN[T any](q *Queue[T], vs []T, tag int64) (int, Result) {
 	}
 }
 
-// TestSlotSize: an element the size of the port's Packet (48 bytes: an
-// interface, an int, a pointer and an error) makes a slot of one 64-byte
+// TestCellSize: an element the size of the port's Packet (48 bytes: an
+// interface, an int, a pointer and an error) makes a cell of one 64-byte
 // line, which the ring can no longer pad to for a type parameter.
-func TestSlotSize(t *testing.T) {
+func TestCellSize(t *testing.T) {
 	type packet struct {
 		key   any
 		bytes int
@@ -51,11 +51,11 @@ func TestSlotSize(t *testing.T) {
 		err   error
 	}
 	if unsafe.Sizeof(uintptr(0)) != 8 {
-		t.Skip("the 64-byte slot is for 64-bit platforms")
+		t.Skip("the 64-byte cell is for 64-bit platforms")
 	}
 	_ = packet{key: nil, bytes: 0, ov: nil, err: nil} // its fields are for their sizes
 	require.Equal(t, uintptr(48), unsafe.Sizeof(packet{}))
-	assert.Equal(t, uintptr(64), unsafe.Sizeof(slot[packet]{}))
+	assert.Equal(t, uintptr(64), unsafe.Sizeof(cell[packet]{}))
 }
 
 // FuzzQueue runs a sequence of operations on a queue with tiny segments and
@@ -73,7 +73,7 @@ func FuzzQueue(f *testing.F) {
 	f.Add(uint8(0), uint8(0), uint8(0), []byte{0, 0, 0, 0xff, 0, 1, 2 | 4<<2, 0})
 	f.Add(uint8(0), uint8(0), uint8(2), []byte{0, 0, 0xff, 0, 1, 1, 0})
 	f.Fuzz(func(t *testing.T, firstLog, maxLog, limit uint8, ops []byte) {
-		first := 2 << (firstLog % 3) // 2 .. 8 slots
+		first := 2 << (firstLog % 3) // 2 .. 8 cells
 		max := first << (maxLog % 4) // up to 8 times that
 		bound := int(limit % 8)      // 0: unbounded
 		var q Queue[item]
@@ -162,7 +162,7 @@ func FuzzQueue(f *testing.F) {
 }
 
 // TestQueueConcurrent runs producers and consumers on a queue with small
-// segments, so that slots wrap and segments are sealed and linked many
+// segments, so that cells wrap and segments are sealed and linked many
 // times, and requires every value to arrive exactly once and each
 // producer's values to arrive in order at each consumer.
 func TestQueueConcurrent(t *testing.T) {

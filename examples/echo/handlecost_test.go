@@ -8,12 +8,12 @@ import (
 	"github.com/iocp-go/iocp"
 )
 
-// TestIdleHandleCost associates 1024 loopback connections that have no
+// TestHandleCostWithoutOperations associates 1024 loopback connections that have no
 // operation pending, checks that they hold no goroutine, and logs the
 // bytes each Handle costs beyond the connection itself:
 //
-//	go test -run IdleHandleCost -v ./examples/echo
-func TestIdleHandleCost(t *testing.T) {
+//	go test -run HandleCostWithoutOperations -v ./examples/echo
+func TestHandleCostWithoutOperations(t *testing.T) {
 	const n = 1024
 	if fdLimit() < 2*n+64 {
 		t.Skipf("needs %d open files; the limit is %d", 2*n+64, fdLimit())
@@ -51,8 +51,8 @@ func TestIdleHandleCost(t *testing.T) {
 	runtime.GC()
 	bytes, goroutines := float64(inuse()-m0)/n, runtime.NumGoroutine()-g0
 	runtime.KeepAlive(hs)
-	t.Logf("an idle associated connection: %.0f B for its Handle, %d goroutines for %d handles", bytes, goroutines, n)
+	t.Logf("an associated connection with no operation: %.0f B for its Handle, %d goroutines for %d handles", bytes, goroutines, n)
 	if goroutines > 0 {
-		t.Errorf("%d idle handles hold %d goroutines", n, goroutines)
+		t.Errorf("%d handles with no operation hold %d goroutines", n, goroutines)
 	}
 }

@@ -21,11 +21,11 @@ func cpuTime(t *testing.T) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// TestIdleParkedWorkers: eight workers parked on an idle port are blocked
+// TestParkedWorkersUseNoCPU: eight workers parked on an empty port are blocked
 // in the runtime, not spinning, and the process uses next to no CPU while
 // they wait a second. The bound (5% of one core) is far above what the
 // runtime's own housekeeping uses and far below one spinning goroutine.
-func TestIdleParkedWorkers(t *testing.T) {
+func TestParkedWorkersUseNoCPU(t *testing.T) {
 	p := newPort(t, 2)
 	done := make(chan struct{}, 8)
 	for range 8 {
@@ -51,7 +51,7 @@ func TestIdleParkedWorkers(t *testing.T) {
 	before := cpuTime(t)
 	time.Sleep(time.Second)
 	used := cpuTime(t) - before
-	t.Logf("CPU used in one idle second: %v", used)
+	t.Logf("CPU used in one second of waiting: %v", used)
 	assert.Less(t, used, 50*time.Millisecond)
 
 	p.Close()
