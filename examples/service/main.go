@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -41,8 +42,21 @@ func main() {
 		delay = flag.Duration("delay", defaultDelay, "the net backend's wait before it answers")
 		work  = flag.Int("work", defaultWork, "CPU work a request, in sha256 rounds")
 		check = flag.Bool("check", false, "start the server in every mode and backend on loopback, check its answers, and exit")
+		prof  = flag.String("cpuprofile", "", "write a CPU profile of the serving to this file")
 	)
 	flag.Parse()
+	if *prof != "" {
+		f, err := os.Create(*prof)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "service:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	if *work < 1 {
 		fmt.Fprintln(os.Stderr, "service: -work must be at least 1")
 		os.Exit(2)
@@ -58,6 +72,7 @@ func main() {
 	}
 	if err := serve(cfg, *addr); err != nil {
 		fmt.Fprintln(os.Stderr, "service:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
