@@ -21,9 +21,10 @@ import (
 // Key is a job, or end if the packet is discarded (ErrClosed) or run
 // panicked (a *PanicError). Exactly one of run's return and end happens.
 type job interface {
-	// run runs the job on w and returns its error; cancelled reports that
-	// the job did not run because its caller's context had ended.
-	run(w *Worker) (err error, cancelled bool)
+	// run runs the job on w and returns its error. A job that does not
+	// run because its caller's context had ended counts itself in c's
+	// cancelled before its caller can see it end.
+	run(w *Worker, c *workerCounters) error
 	end(err error)
 }
 
@@ -118,20 +119,22 @@ type callJob[T any] struct {
 	err   error
 }
 
-func (j *callJob[T]) run(w *Worker) (error, bool) {
+func (j *callJob[T]) run(w *Worker, c *workerCounters) error {
 	if !j.state.CompareAndSwap(jobQueued, jobRunning) {
-		return nil, true // withdrawn: the caller has returned
+		c.add(&c.cancelled) // withdrawn: the caller has returned
+		return nil
 	}
 	if err := j.ctx.Err(); err != nil {
+		c.add(&c.cancelled)
 		j.err = err
 		j.done <- struct{}{}
-		return nil, true
+		return nil
 	}
 	j.ctx.w = w
 	j.res, j.err = j.fn(&j.ctx)
 	err := j.err
 	j.done <- struct{}{} // hands res and err over; j is the caller's from here
-	return err, false
+	return err
 }
 
 func (j *callJob[T]) end(err error) {
@@ -329,15 +332,16 @@ type groupJob struct {
 	fn  func(context.Context) error
 }
 
-func (t *groupJob) run(w *Worker) (error, bool) {
+func (t *groupJob) run(w *Worker, c *workerCounters) error {
 	if err := t.g.parent.Err(); err != nil {
+		c.add(&c.cancelled)
 		t.g.done(err)
-		return nil, true
+		return nil
 	}
 	t.ctx.w = w
 	err := t.fn(&t.ctx)
 	t.g.done(err)
-	return err, false
+	return err
 }
 
 // end is called for a function that was discarded before it ran, or that

@@ -362,11 +362,7 @@ func (pl *Pool) dispatch(ctx context.Context, w *Worker, m *member, pkt Packet) 
 			return nil
 		}
 	case job:
-		err, cancelled := k.run(w)
-		if cancelled {
-			m.c.add(&m.c.cancelled)
-		}
-		return err
+		return k.run(w, m.c)
 	case task:
 		err := k(pl.taskContext(ctx, w, m))
 		pl.taskDone(err)
