@@ -41,7 +41,6 @@ package iocp
 
 import (
 	"runtime"
-	"runtime/metrics"
 	"sync/atomic"
 	"time"
 )
@@ -124,8 +123,6 @@ func (pl *Pool) pacer() {
 	t := time.NewTicker(paceTick)
 	defer t.Stop()
 	cpu, at := processCPU(), time.Now()
-	var lat schedLatency
-	lat.waited()
 	quiet := 0
 	for {
 		select {
@@ -138,7 +135,7 @@ func (pl *Pool) pacer() {
 		cpu1, at1 := processCPU(), time.Now()
 		share := float64(cpu1-cpu) / float64(at1.Sub(at)) / float64(runtime.GOMAXPROCS(0))
 		cpu, at = cpu1, at1
-		busy := share >= paceBusy || lat.waited()
+		busy := share >= paceBusy
 		kept := pc.kept.Load()
 		switch {
 		case !busy:
@@ -193,44 +190,4 @@ func (pl *Pool) freeKept() {
 			}
 		}
 	}
-}
-
-// schedLatency reads the scheduler's latencies (runtime/metrics'
-// /sched/latencies:seconds, how long goroutines were runnable before they
-// ran) and tells whether goroutines waited for a P since the last read.
-// Process CPU time alone misses a CPU that another process shares: the
-// process then uses less than its GOMAXPROCS while every P is busy and
-// its goroutines queue for them.
-type schedLatency struct {
-	s    [1]metrics.Sample
-	prev []uint64
-}
-
-// paceWait is the scheduling latency that says a goroutine waited for a
-// P: well above a wakeup's few microseconds on an idle P.
-const paceWait = 100e-6 // seconds
-
-// waited reports whether, since the last call, at least a quarter of the
-// goroutines that started running had waited paceWait or longer.
-func (l *schedLatency) waited() bool {
-	l.s[0].Name = "/sched/latencies:seconds"
-	metrics.Read(l.s[:])
-	if l.s[0].Value.Kind() != metrics.KindFloat64Histogram {
-		return false
-	}
-	h := l.s[0].Value.Float64Histogram()
-	if len(l.prev) != len(h.Counts) {
-		l.prev = append(l.prev[:0], h.Counts...)
-		return false
-	}
-	var all, slow uint64
-	for i, c := range h.Counts {
-		d := c - l.prev[i]
-		all += d
-		if h.Buckets[i] >= paceWait {
-			slow += d
-		}
-	}
-	copy(l.prev, h.Counts)
-	return all != 0 && 4*slow >= all
 }
