@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestAllocs requires the hot calls to allocate nothing, with a context
@@ -92,4 +93,30 @@ func TestAllocs(t *testing.T) {
 			<-ack
 		})
 	}
+}
+
+// TestPoolAllocs: Pool.Go allocates nothing a task in steady state; Call
+// makes one allocation, its job, and a Group one a function, as
+// errgroup's Go makes one (its goroutine's closure); the functions here
+// capture nothing, so the count is the library's own.
+func TestPoolAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; run without -race")
+	}
+	pl := newPool(t, newPort(t, 2), 2, nil)
+	ctx := context.Background()
+	nop := func(context.Context) error { return nil }
+	two := func(context.Context) (int, error) { return 2, nil }
+	assert.Zero(t, testing.AllocsPerRun(1000, func() {
+		pl.Go(nop)
+		pl.Wait()
+	}), "Pool.Go and Wait")
+	assert.Equal(t, 1.0, testing.AllocsPerRun(1000, func() {
+		Call(ctx, pl, two)
+	}), "Call")
+	g, _ := pl.Group(ctx)
+	assert.Equal(t, 1.0, testing.AllocsPerRun(1000, func() {
+		g.Go(nop)
+	}), "Group.Go")
+	require.NoError(t, g.Wait())
 }
