@@ -72,12 +72,17 @@ var signals = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
 // Call waits for it to return, however ctx ends (fn sees ctx end). A
 // panic in fn is recovered by the pool and returned as a *PanicError.
 // Call returns ErrClosed if the pool is closed, or closes before fn
-// starts. A nil ctx or fn panics.
+// starts. A nil ctx, pl or fn panics. fn's context is the caller's, not
+// the pool's: Close waits for a running fn, as for any handler, and does
+// not cancel it.
 //
 // Call makes one allocation, its job, beside what ctx.Done may make the
 // first time. The return of fn is synchronized before the return of Call.
 func Call[T any](ctx context.Context, pl *Pool, fn func(ctx context.Context) (T, error)) (T, error) {
 	mustContext(ctx)
+	if pl == nil {
+		panic("iocp: Call on a nil Pool")
+	}
 	if fn == nil {
 		panic("iocp: Call with a nil function")
 	}

@@ -176,17 +176,18 @@ func runChanPool(b *testing.B, c int, t *blockingTask) {
 // and one more Call is made: ns/op is the time from the Call to its
 // function's start (the pool frees a slot and starts a worker for it).
 //
-// computes: bursts of 64 Calls whose Blocking region spins 200 µs of CPU,
-// a region marked blocking that in fact computes. Reported: the most
-// regions seen computing at once (peak) and the mean over the burst,
-// sampled at each region's start, with pacing (impl=paced, Blocking) and
-// with Block and Unblock, which free the slot whatever the CPU does
-// (impl=exact); a semaphore of C would show C for both.
+// computes: bursts of 16 Calls whose Blocking region spins 20 ms of CPU,
+// a region marked blocking that in fact computes (long enough for the
+// scheduler to preempt it, so that regions beyond GOMAXPROCS interleave).
+// Reported: the most regions seen computing at once (peak) and the mean
+// over the burst, sampled at each region's start, with pacing
+// (impl=paced, Blocking) and with Block and Unblock, which free the slot
+// whatever the CPU does (impl=exact); a semaphore of C would show C.
 func BenchmarkPace(b *testing.B) {
 	c := runtime.GOMAXPROCS(0)
 	b.Run("case=waits", func(b *testing.B) {
 		p, _ := NewPort(c)
-		pl, _ := p.NewPool(c, nil, WithMaxWorkers(c+b.N+1))
+		pl, _ := p.NewPool(c, nil, WithMaxWorkers(c+1))
 		defer pl.Close()
 		gate := make(chan struct{})
 		var held sync.WaitGroup
@@ -229,7 +230,7 @@ func BenchmarkPace(b *testing.B) {
 					n.Add(1)
 					for m := peak.Load(); k > m && !peak.CompareAndSwap(m, k); m = peak.Load() {
 					}
-					spin(200 * time.Microsecond)
+					spin(20 * time.Millisecond)
 					now.Add(-1)
 				}
 				if impl == "paced" {
@@ -245,7 +246,7 @@ func BenchmarkPace(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				var g sync.WaitGroup
-				for range 64 {
+				for range 16 {
 					g.Go(func() { Call(context.Background(), pl, region) })
 				}
 				g.Wait()
