@@ -59,7 +59,10 @@
 // the worker again at once, even past the concurrency value; the port then
 // releases no one until the count drops below it, as Windows does. Code deep
 // in a call chain that holds only a context can use [Blocking] with a
-// context made by [NewContext].
+// context made by [NewContext], or given by a pool. On a pool's worker,
+// [Blocking] frees the slot only while the CPU has room, so that a region
+// marked blocking that in fact computes cannot oversubscribe the CPU;
+// Block and Unblock are always exact.
 //
 // # Associated sources
 //
@@ -95,6 +98,9 @@
 // default, so that a handler that blocks (marked with [Blocking] on its
 // context) has another worker take its slot. A handler's panic is
 // recovered and reported ([PanicError]), and the pool serves on.
+// A service shares one pool across its requests: [Call] runs a request's
+// function on it under the request's context and returns its result, and
+// [Pool.Group] is errgroup on the pool, one group per caller.
 // [Pool.Bind] is BindIoCompletionCallback: the completions of a source's
 // operations call a function. [Default] is a process-wide pool,
 // made on first use, whose concurrency follows GOMAXPROCS, and [Bind]
